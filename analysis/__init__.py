@@ -1,0 +1,1 @@
+"""Analysis: rank tables and plots from study results."""

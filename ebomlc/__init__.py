@@ -1,0 +1,15 @@
+"""ebomlc: learning with noisy labels by meta label correction (MLC, MLC-D, EBOMLC)."""
+from .config import TrainConfig
+from .errors import ConfigError, DataError, EbomlcError
+
+__version__ = "0.1.0"
+
+__all__ = ["TrainConfig", "EbomlcError", "ConfigError", "DataError", "train", "__version__"]
+
+
+def train(config: TrainConfig | None = None, out=None, resume: bool = False, progress: bool = True, **options):
+    """Train one run: ``ebomlc.train(method="ebomlc", dataset="digits", epochs=5, out="runs/x")``."""
+    from .train import train_run
+
+    config = config or TrainConfig(**options)
+    return train_run(config, out, resume=resume, progress=progress)

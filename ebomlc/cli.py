@@ -1,0 +1,108 @@
+"""Command line: ``ebomlc train`` (more subcommands join as the toolkit grows).
+
+Every user error prints one line ``ebomlc: error: ...`` and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from .config import TrainConfig
+from .errors import EbomlcError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (plus a pointer to --help), not a usage dump."""
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    g = p.add_argument_group("run (names and meanings as in the authors' reference code)")
+    g.add_argument("--method", default=d.method, help="ce | mlc | mlcbome | ebomlc (default: %(default)s)")
+    g.add_argument("--dataset", default=d.dataset, help="digits (built in) | cifar10 | cifar100 (default: %(default)s)")
+    g.add_argument("--optimizer", default=d.optimizer, help="main-model optimizer; sgd (default)")
+    g.add_argument("--bs", type=int, default=d.bs, help="batch size of silver and of gold (default: %(default)s)")
+    g.add_argument("--corruption_type", default=d.corruption_type, help="unif | flip (default: %(default)s)")
+    g.add_argument("--corruption_level", type=float, default=d.corruption_level,
+                   help="noise level r in [0, 1] (default: %(default)s)")
+    g.add_argument("--gold_fraction", type=float, default=d.gold_fraction,
+                   help="fraction of training images kept clean as the gold set (default: %(default)s)")
+    g.add_argument("--epochs", type=int, default=None, help="epochs over the silver set (default: 120)")
+    g.add_argument("--main_lr", type=float, default=d.main_lr, help="SGD learning rate (default: %(default)s)")
+    g.add_argument("--meta_lr", type=float, default=d.meta_lr, help="meta-model Adam learning rate (default: %(default)s)")
+    g.add_argument("--runid", default=d.runid, help="run name; the run directory defaults to runs/<runid>")
+    g.add_argument("--cls_dim", type=int, default=d.cls_dim, help="label-embedding size of the meta model (default: %(default)s)")
+    b = p.add_argument_group("dynamic barrier (mlcbome / ebomlc; unset = the method's preset)")
+    b.add_argument("--rho", type=float, help="mixture weight of the upper loss (ebomlc 0.2, mlcbome 1)")
+    b.add_argument("--xi", type=float, help="scale of the noisy gradient (ebomlc 0.5, mlcbome 1)")
+    b.add_argument("--delta", type=float, help="barrier coefficient (ebomlc 0.25, mlcbome 0.5)")
+    b.add_argument("--inner_steps", "--K", type=int, dest="inner_steps", help="inner steps K (ebomlc 1, mlcbome 5)")
+    b.add_argument("--grad_q_w", choices=["fd", "partial"], help="main part of grad q (default fd)")
+    b.add_argument("--variant", choices=["paper", "reference"], default="paper",
+                   help="paper equations (default) or the public code's update")
+    b.add_argument("--no_mix", action="store_true", help="use all gold in the upper loss (no mix mode)")
+    r = p.add_argument_group("data, device, output")
+    r.add_argument("--seed", type=int, default=d.seed, help="seed of model init, batches and (unless --data_seed) data")
+    r.add_argument("--data_seed", type=int, help="seed of the gold/silver split and noise (default: --seed)")
+    r.add_argument("--data_dir", help="CIFAR pickles or a train/ test/ class-per-folder image tree")
+    r.add_argument("--download", action="store_true", help="download CIFAR through torchvision")
+    r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
+    r.add_argument("--out", help="the run directory itself (default: runs/<runid>)")
+    r.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    r.add_argument("--max_steps_per_epoch", type=int, help="cap steps per epoch (quick smoke runs)")
+    r.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _config_from_args(a: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        method=a.method, dataset=a.dataset, optimizer=a.optimizer, bs=a.bs, corruption_type=a.corruption_type,
+        corruption_level=a.corruption_level, gold_fraction=a.gold_fraction,
+        epochs=a.epochs if a.epochs is not None else TrainConfig.epochs, main_lr=a.main_lr, meta_lr=a.meta_lr,
+        runid=a.runid, cls_dim=a.cls_dim, inner_steps=a.inner_steps, rho=a.rho, delta=a.delta, xi=a.xi,
+        grad_q_w=a.grad_q_w, variant=a.variant, mix=not a.no_mix, seed=a.seed, data_seed=a.data_seed,
+        data_dir=a.data_dir, download=a.download, device=a.device, max_steps_per_epoch=a.max_steps_per_epoch)
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from .train import train_run
+
+    config = _config_from_args(a)
+    if not a.resume:
+        config.resolved()  # fail on bad values before touching the disk
+    summary = train_run(config, a.out, resume=a.resume, progress=not a.quiet, epochs=a.epochs if a.resume else None)
+    out = a.out or f"runs/{config.runid}"
+    print(f"final test accuracy {summary['final_test_acc']:.4f} (best {summary['best_test_acc']:.4f} at epoch "
+          f"{summary['best_epoch']}), {summary['train_time']:.1f}s training; results in {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ebomlc", description="Learning with noisy labels by meta label correction "
+                     "(MLC, MLC-D, EBOMLC).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    train = sub.add_parser("train", help="train one run", description="Train one run into a run directory "
+                           "(config.json, metrics.csv, summary.json, checkpoint.pt).")
+    _add_train_args(train)
+    train.set_defaults(func=_cmd_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except EbomlcError as exc:
+        print(f"ebomlc: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ebomlc: interrupted; resume with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Training configuration: one dataclass holding every option of ``ebomlc train``.
+
+Defaults are those of the authors' reference command line; method presets (SPEC.md,
+"Dynamic-barrier MLC") fill ``inner_steps``, ``rho``, ``delta``, ``xi`` when left as ``None``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+DATASETS = ("digits", "cifar10", "cifar100")
+CORRUPTION_TYPES = ("unif", "flip")
+VARIANTS = ("paper", "reference")
+GRAD_Q_W = ("fd", "partial")
+
+# SPEC.md preset table: K, rho, delta, xi, grad_q_w.
+BARRIER_PRESETS: dict[str, dict[str, Any]] = {
+    "mlcbome": {"inner_steps": 5, "rho": 1.0, "delta": 0.5, "xi": 1.0, "grad_q_w": "fd"},
+    "ebomlc": {"inner_steps": 1, "rho": 0.2, "delta": 0.25, "xi": 0.5, "grad_q_w": "fd"},
+}
+
+
+@dataclass
+class TrainConfig:
+    """Every option of one training run. ``resolved()`` fills method presets and validates."""
+
+    method: str = "ebomlc"
+    dataset: str = "cifar10"
+    optimizer: str = "sgd"
+    bs: int = 100
+    corruption_type: str = "unif"
+    corruption_level: float = 0.4
+    gold_fraction: float = 0.02
+    epochs: int = 120
+    main_lr: float = 0.1
+    meta_lr: float = 3e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_milestones: tuple[int, ...] | None = None  # None: 80 and 100 of 120, scaled to `epochs`
+    runid: str = "run"
+    cls_dim: int = 128
+    # Dynamic-barrier knobs; None takes the method's preset.
+    inner_steps: int | None = None
+    rho: float | None = None
+    delta: float | None = None
+    xi: float | None = None
+    grad_q_w: str | None = None
+    variant: str = "paper"
+    mix: bool = True
+    eps: float = 1e-8
+    seed: int = 1
+    data_seed: int | None = None  # None: same as `seed`
+    data_dir: str | None = None
+    download: bool = False
+    device: str = "auto"
+    max_steps_per_epoch: int | None = None  # for quick smoke runs; None = full epochs
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------
+    def resolved(self) -> "TrainConfig":
+        """Return a copy with presets filled in; raise ConfigError on a bad value."""
+        from .methods import METHODS  # late: methods import config
+
+        c = dataclasses.replace(self)
+        if c.method not in METHODS:
+            raise ConfigError(f"unknown method {c.method!r}; choose one of: {', '.join(sorted(METHODS))}")
+        if c.dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {c.dataset!r}; choose one of: {', '.join(DATASETS)}")
+        if c.corruption_type not in CORRUPTION_TYPES:
+            raise ConfigError(
+                f"unknown corruption_type {c.corruption_type!r}; choose one of: {', '.join(CORRUPTION_TYPES)}")
+        if c.optimizer != "sgd":
+            raise ConfigError(f"unknown optimizer {c.optimizer!r}; only 'sgd' (the paper's recipe) is supported")
+        if c.variant not in VARIANTS:
+            raise ConfigError(f"unknown variant {c.variant!r}; choose one of: {', '.join(VARIANTS)}")
+        preset = BARRIER_PRESETS.get(c.method, BARRIER_PRESETS["ebomlc"])
+        for key, value in preset.items():
+            if getattr(c, key) is None:
+                setattr(c, key, value)
+        if c.data_seed is None:
+            c.data_seed = c.seed
+        _check_range("corruption_level", c.corruption_level, 0.0, 1.0)
+        _check_range("gold_fraction", c.gold_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        _check_range("rho", c.rho, 0.0, 1.0)
+        _check_range("delta", c.delta, 0.0, math.inf)
+        _check_range("xi", c.xi, 0.0, math.inf)
+        _check_range("main_lr", c.main_lr, 0.0, math.inf, low_open=True)
+        _check_range("meta_lr", c.meta_lr, 0.0, math.inf, low_open=True)
+        _check_range("momentum", c.momentum, 0.0, 1.0, high_open=True)
+        _check_range("weight_decay", c.weight_decay, 0.0, math.inf)
+        for name in ("bs", "epochs", "cls_dim", "inner_steps"):
+            if int(getattr(c, name)) < 1 or int(getattr(c, name)) != getattr(c, name):
+                raise ConfigError(f"--{name} must be a positive integer, got {getattr(c, name)!r}")
+        if c.grad_q_w not in GRAD_Q_W:
+            raise ConfigError(f"unknown grad_q_w {c.grad_q_w!r}; choose one of: {', '.join(GRAD_Q_W)}")
+        if c.max_steps_per_epoch is not None and c.max_steps_per_epoch < 1:
+            raise ConfigError("--max_steps_per_epoch must be a positive integer")
+        if c.lr_milestones is not None:
+            c.lr_milestones = tuple(int(m) for m in c.lr_milestones)
+        return c
+
+    def milestones(self) -> tuple[int, ...]:
+        """LR decay epochs: the paper's 80 and 100 of 120, scaled to ``epochs``."""
+        if self.lr_milestones is not None:
+            return self.lr_milestones
+        return tuple(max(1, round(self.epochs * m / 120)) for m in (80, 100))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if d["lr_milestones"] is not None:
+            d["lr_milestones"] = list(d["lr_milestones"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
+        d = dict(d)
+        if d.get("lr_milestones") is not None:
+            d["lr_milestones"] = tuple(d["lr_milestones"])
+        return cls(**d)
+
+
+def _check_range(name: str, value: float, low: float, high: float,
+                 low_open: bool = False, high_open: bool = False) -> None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--{name} must be a number, got {value!r}") from None
+    bad = (v < low or v > high or (low_open and v == low) or (high_open and v == high) or math.isnan(v))
+    if bad:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        raise ConfigError(f"--{name} must lie in {lo}{low:g}, {high:g}{hi}, got {value!r}")

@@ -1,0 +1,44 @@
+"""Progress output: a redrawn bar on a terminal, plain lines otherwise (logs, Ray workers)."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+class Progress:
+    """Per-step bar on a TTY (at most ~5 redraws/s) and one summary line per epoch."""
+
+    def __init__(self, label: str, epochs: int, stream: TextIO | None = None, enabled: bool = True):
+        self.label, self.epochs = label, epochs
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._last = 0.0
+
+    def step(self, epoch: int, step: int, steps: int) -> None:
+        if not self.tty:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.2 and step != steps:
+            return
+        self._last = now
+        width = 30
+        filled = int(width * step / max(steps, 1))
+        bar = "#" * filled + "." * (width - filled)
+        self.stream.write(f"\r{self.label} epoch {epoch}/{self.epochs} [{bar}] {step}/{steps}")
+        self.stream.flush()
+
+    def epoch(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        parts = [f"{self.label} epoch {row['epoch']}/{self.epochs}", f"test_acc {row['test_acc']:.4f}",
+                 f"test_loss {row['test_loss']:.4f}"]
+        for key in ("train_loss", "upper_loss", "lower_loss", "lambda", "lc_acc"):
+            if key in row:
+                parts.append(f"{key} {row[key]:.4g}")
+        parts.append(f"lr {row['lr']:.3g}")
+        parts.append(f"{row['epoch_time']:.1f}s")
+        prefix = "\r\033[K" if self.tty else ""
+        self.stream.write(prefix + "  ".join(parts) + "\n")
+        self.stream.flush()

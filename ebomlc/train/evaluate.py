@@ -1,0 +1,71 @@
+"""Evaluation: test accuracy/loss and the meta model's label correction on the silver set."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..data import NoisyData
+from ..data.augment import normalize
+
+
+@torch.no_grad()
+def _features(model: nn.Module, x_uint8: torch.Tensor, data: NoisyData, chunk: int = 1000):
+    for i in range(0, x_uint8.shape[0], chunk):
+        yield i, model(normalize(x_uint8[i:i + chunk], data.mean, data.std))
+
+
+def _eval_mode(*modules: nn.Module | None):
+    states = [(m, m.training) for m in modules if m is not None]
+    for m, _ in states:
+        m.eval()
+    return states
+
+
+def _restore(states) -> None:
+    for m, mode in states:
+        m.train(mode)
+
+
+@torch.no_grad()
+def evaluate_test(model: nn.Module, data: NoisyData) -> dict[str, float]:
+    """Accuracy and mean CE of the main model (eval mode) on the clean test set."""
+    states = _eval_mode(model)
+    correct, loss = torch.zeros((), device=data.y_test.device), torch.zeros((), device=data.y_test.device)
+    for i, (logits, _) in _features(model, data.x_test, data):
+        y = data.y_test[i:i + logits.shape[0]]
+        correct += (logits.argmax(1) == y).sum()
+        loss += F.cross_entropy(logits.float(), y, reduction="sum")
+    _restore(states)
+    n = data.y_test.numel()
+    return {"test_acc": float(correct) / n, "test_loss": float(loss) / n}
+
+
+@torch.no_grad()
+def corrected_labels(model: nn.Module, meta: nn.Module, data: NoisyData) -> torch.Tensor:
+    """The meta model's corrected-label distribution ``m_a(h_w(x), y~)`` on every silver image
+    (features from the main model in eval mode on un-augmented images)."""
+    states = _eval_mode(model, meta)
+    probs = []
+    for i, (_, feature) in _features(model, data.x_silver, data):
+        probs.append(meta(feature, data.silver_noisy[i:i + feature.shape[0]]).exp())
+    _restore(states)
+    return torch.cat(probs)
+
+
+@torch.no_grad()
+def label_correction(model: nn.Module, meta: nn.Module, data: NoisyData) -> tuple[dict[str, float], torch.Tensor]:
+    """Accuracy of ``argmax m_a`` against the true silver labels: overall, on originally clean
+    and on originally corrupted samples; and the ``K x K`` count matrix [true, corrected]."""
+    pred = corrected_labels(model, meta, data).argmax(1)
+    true, noisy = data.silver_true, data.silver_noisy
+    hit = (pred == true).float()
+    clean = noisy == true
+    k = data.num_classes
+    matrix = torch.bincount(true * k + pred, minlength=k * k).reshape(k, k)
+
+    def mean(mask: torch.Tensor) -> float:
+        return float(hit[mask].mean()) if bool(mask.any()) else float("nan")
+
+    return ({"lc_acc": float(hit.mean()), "lc_acc_clean": mean(clean), "lc_acc_corrupted": mean(~clean)},
+            matrix.cpu())

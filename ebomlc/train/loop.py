@@ -1,0 +1,182 @@
+"""The one training loop. A method contributes only its step function (``ebomlc.methods``).
+
+``Trainer`` owns the models, optimizers, LR schedule and RNG streams; ``state_dict`` /
+``load_state_dict`` capture all of it, so a resumed run continues exactly (bit-identical on CPU).
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig
+from ..data import NoisyData, build_noisy_data, cached_dataset
+from ..data.augment import normalize, random_crop_flip
+from ..data.batches import GoldStream, epoch_batches, steps_per_epoch
+from ..errors import EbomlcError
+from ..methods import METHODS, Batch, StepContext
+from ..models import MetaNet, build_main_model
+from .evaluate import evaluate_test, label_correction
+
+
+class DivergedError(EbomlcError):
+    """A loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise EbomlcError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EbomlcError(f"--device {name} asked for, but torch sees no CUDA GPU; use --device cpu")
+    return dev
+
+
+def load_data(config: TrainConfig, device: torch.device) -> NoisyData:
+    """The noisy dataset of a resolved config; the raw images are memoised per process."""
+    raw = cached_dataset(config.dataset, config.data_dir, config.download)
+    return build_noisy_data(raw, config.corruption_type, config.corruption_level, config.gold_fraction,
+                            config.data_seed, device)
+
+
+class Trainer:
+    """Training state of one run plus ``run_epoch`` and ``fit``."""
+
+    def __init__(self, config: TrainConfig, data: NoisyData | None = None, device: torch.device | None = None):
+        self.config = config = config.resolved()
+        self.method = METHODS[config.method]
+        self.device = device or resolve_device(config.device)
+        self.data = data if data is not None else load_data(config, self.device)
+        d = self.data
+        torch.manual_seed(config.seed)
+        self.model = build_main_model(config.dataset, d.num_classes, d.in_channels).to(self.device)
+        self.meta = None
+        self.meta_opt = None
+        if self.method.uses_meta:
+            self.meta = MetaNet(self.model.feature_dim, d.num_classes, config.cls_dim,
+                                reference=config.variant == "reference").to(self.device)
+            self.meta_opt = torch.optim.Adam(self.meta.parameters(), lr=config.meta_lr, amsgrad=True)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=config.main_lr, momentum=config.momentum,
+                                   weight_decay=config.weight_decay)
+        self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, list(config.milestones()), gamma=0.1)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.gold_stream = GoldStream(len(d.y_gold), self.generator, self.device)
+        if self.method.union_batches:
+            self.x_train = torch.cat([d.x_silver, d.x_gold])
+            self.y_train = torch.cat([d.silver_noisy, d.y_gold])
+        else:
+            self.x_train, self.y_train = d.x_silver, d.silver_noisy
+        self.epoch = 0
+        self.train_time = 0.0
+        self.history: list[dict] = []
+        self.ctx = StepContext(self.model, self.meta, self.opt, self.meta_opt, config)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {
+            "config": self.config.to_dict(), "epoch": self.epoch, "train_time": self.train_time,
+            "history": self.history, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "meta": self.meta.state_dict() if self.meta is not None else None,
+            "meta_opt": self.meta_opt.state_dict() if self.meta_opt is not None else None,
+            "generator": self.generator.get_state(), "gold_stream": self.gold_stream.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        if self.meta is not None:
+            self.meta.load_state_dict(state["meta"])
+            self.meta_opt.load_state_dict(state["meta_opt"])
+        self.generator.set_state(state["generator"])
+        self.gold_stream.load_state_dict(state["gold_stream"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.epoch, self.train_time = int(state["epoch"]), float(state["train_time"])
+        self.history = list(state["history"])
+
+    # ------------------------------------------------------------------ epochs
+    @property
+    def steps_per_epoch(self) -> int:
+        n = steps_per_epoch(len(self.y_train), self.config.bs)
+        cap = self.config.max_steps_per_epoch
+        return min(n, cap) if cap else n
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.data
+        return normalize(random_crop_flip(x, d.pad, d.flip, self.generator), d.mean, d.std)
+
+    def _batch(self, index: torch.Tensor) -> Batch:
+        if self.method.union_batches:
+            return Batch(self._augment(self.x_train[index]), self.y_train[index])
+        gold = self.gold_stream.next(len(index))
+        x = self._augment(torch.cat([self.x_train[index], self.data.x_gold[gold]]))
+        n = len(index)
+        return Batch(x[:n], self.y_train[index], x[n:], self.data.y_gold[gold])
+
+    def run_epoch(self, on_step: Callable[[int, int], None] | None = None) -> dict:
+        """Train one epoch, evaluate, append and return the epoch's metrics row."""
+        cfg = self.config
+        self.model.train()
+        if self.meta is not None:
+            self.meta.train()
+        lr = self.ctx.lr
+        totals: dict[str, torch.Tensor] = {}
+        steps = self.steps_per_epoch
+        start = time.perf_counter()
+        for i, index in enumerate(epoch_batches(len(self.y_train), cfg.bs, self.generator, self.device)):
+            if i == steps:
+                break
+            out = self.method.step(self.ctx, self._batch(index))
+            for key, value in out.items():
+                totals[key] = totals[key] + value if key in totals else value.detach().clone()
+            if on_step is not None:
+                on_step(i + 1, steps)
+        self.sched.step()
+        row = {key: float(value) / steps for key, value in totals.items()}
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        epoch_time = time.perf_counter() - start
+        bad = sorted(k for k, v in row.items() if not math.isfinite(v))
+        if bad:
+            raise DivergedError(f"training diverged at epoch {self.epoch + 1}: non-finite {', '.join(bad)} "
+                                f"(lower --main_lr or --meta_lr)")
+        self.epoch += 1
+        self.train_time += epoch_time
+        row = {"epoch": self.epoch, "lr": lr, **row, **evaluate_test(self.model, self.data)}
+        if self.meta is not None:
+            lc, _ = label_correction(self.model, self.meta, self.data)
+            row.update(lc)
+        row["epoch_time"] = epoch_time
+        row["train_time"] = self.train_time
+        self.history.append(row)
+        return row
+
+    def label_correction_matrix(self) -> np.ndarray | None:
+        """``[true, corrected]`` counts of the meta model on silver, now."""
+        if self.meta is None:
+            return None
+        return label_correction(self.model, self.meta, self.data)[1].numpy()
+
+    def summary(self) -> dict:
+        accs = [r["test_acc"] for r in self.history]
+        best = int(np.argmax(accs)) if accs else -1
+        return {
+            "method": self.config.method, "epochs": self.epoch,
+            "final_test_acc": accs[-1] if accs else None,
+            "best_test_acc": accs[best] if accs else None,  # optimistic: max over epochs of test accuracy
+            "best_epoch": best + 1 if accs else None,
+            "train_time": self.train_time,
+            "seconds_per_epoch": self.train_time / self.epoch if self.epoch else None,
+            **self.data.summary(),
+        }

@@ -1,0 +1,109 @@
+import json
+
+import pytest
+import torch
+
+from ebomlc import TrainConfig
+from ebomlc.cli import main
+from ebomlc.train import Trainer, train_run
+
+FAST = dict(dataset="digits", gold_fraction=0.05, device="cpu", bs=100)
+
+
+def test_ce_learns_on_digits_in_seconds():
+    trainer = Trainer(TrainConfig(method="ce", epochs=8, corruption_level=0.2, **FAST))
+    for _ in range(8):
+        row = trainer.run_epoch()
+    assert row["test_acc"] > 0.85  # chance is 0.10
+    assert set(row) >= {"epoch", "lr", "train_loss", "test_acc", "test_loss", "epoch_time"}
+
+
+def test_lr_schedule_scales_milestones_to_epochs():
+    cfg = TrainConfig(epochs=12, **FAST).resolved()
+    assert cfg.milestones() == (8, 10)
+    trainer = Trainer(TrainConfig(method="ce", epochs=12, max_steps_per_epoch=1, **FAST))
+    lrs = [trainer.run_epoch()["lr"] for _ in range(12)]
+    assert lrs[:8] == [0.1] * 8 and lrs[8:10] == pytest.approx([0.01] * 2) and lrs[10:] == pytest.approx([0.001] * 2)
+
+
+@pytest.mark.parametrize("method", ["ce", "ebomlc", "mlc"])
+def test_resumed_run_equals_uninterrupted(tmp_path, monkeypatch, method):
+    cfg = TrainConfig(method=method, epochs=4, corruption_level=0.4, max_steps_per_epoch=3, **FAST)
+    full = train_run(cfg, tmp_path / "full", progress=False)
+    # the same run, killed during its third epoch and resumed from its checkpoint
+    original = Trainer.run_epoch
+
+    def crash_in_third_epoch(self, on_step=None):
+        if self.epoch == 2:
+            raise KeyboardInterrupt
+        return original(self, on_step)
+
+    monkeypatch.setattr(Trainer, "run_epoch", crash_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, tmp_path / "part", progress=False)
+    monkeypatch.setattr(Trainer, "run_epoch", original)
+    assert torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)["epoch"] == 2
+    resumed = train_run(TrainConfig(), tmp_path / "part", resume=True, progress=False)
+    assert resumed["final_test_acc"] == full["final_test_acc"]
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    drop = ("epoch_time", "train_time")
+    strip = lambda h: [{k: v for k, v in r.items() if k not in drop} for r in h]  # noqa: E731
+    assert strip(a["history"]) == strip(b["history"])
+    assert (tmp_path / "part" / "metrics.csv").read_text().count("\n") == 5
+
+
+def test_run_directory_contents(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--method", "ebomlc", "--dataset", "digits", "--epochs", "2", "--gold_fraction",
+                 "0.05", "--max_steps_per_epoch", "2", "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    assert {p.name for p in out.iterdir()} == {"config.json", "metrics.csv", "summary.json", "checkpoint.pt",
+                                              "label_correction.csv"}
+    config = json.loads((out / "config.json").read_text())
+    assert config["rho"] == 0.2 and config["inner_steps"] == 1 and config["delta"] == 0.25 and config["xi"] == 0.5
+    assert 0 <= config["data"]["realised_noise_rate"] <= 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs"] == 2 and 0 <= summary["final_test_acc"] <= 1
+
+
+BAD = [
+    (["--corruption_level", "1.5"], "corruption_level must lie in"),
+    (["--corruption_level", "-0.1"], "corruption_level must lie in"),
+    (["--gold_fraction", "0.001"], "fewer than one gold image per class"),
+    (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+    (["--method", "sgd"], "unknown method 'sgd'"),
+    (["--corruption_type", "pair"], "unknown corruption_type"),
+    (["--bs", "0"], "--bs must be a positive integer"),
+    (["--rho", "2"], "--rho must lie in"),
+    (["--dataset", "cifar10", "--data_dir", "/nonexistent/cifar"], "no cifar10 data found"),
+]
+
+
+@pytest.mark.parametrize("flags,message", BAD)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, flags, message):
+    out = tmp_path / "run"
+    base = ["train", "--dataset", "digits", "--epochs", "1", "--gold_fraction", "0.05", "--out", str(out), "--quiet"]
+    assert main(base + flags) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not out.exists()
+
+
+def test_existing_run_dir_needs_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.csv").write_text("x\n")
+    assert main(["train", "--dataset", "digits", "--out", str(out), "--quiet"]) == 2
+    assert "already exists; pass --resume" in capsys.readouterr().err
+    assert main(["train", "--dataset", "digits", "--out", str(tmp_path / "new"), "--resume", "--quiet"]) == 2
+    assert "cannot resume" in capsys.readouterr().err
+
+
+def test_argparse_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--corruption_level", "lots"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "invalid float value" in err[0]

@@ -1,0 +1,1 @@
+"""Ray Tune layer: trainable, study specs, launch and resume (see issue tracker)."""
