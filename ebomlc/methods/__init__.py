@@ -4,7 +4,7 @@ from __future__ import annotations
 from .barrier import barrier_lambda, barrier_step, reference_update
 from .base import Batch, Method, StepContext
 from .ce import ce_step
-from .mlc import mlc_step
+from .mlc import mlc_gradients, mlc_step
 
 METHODS: dict[str, Method] = {
     "ce": Method("ce", ce_step, uses_meta=False, union_batches=True,
@@ -17,4 +17,4 @@ METHODS: dict[str, Method] = {
 }
 
 __all__ = ["METHODS", "Method", "Batch", "StepContext", "barrier_lambda", "barrier_step",
-           "reference_update", "ce_step", "mlc_step"]
+           "reference_update", "ce_step", "mlc_step", "mlc_gradients"]

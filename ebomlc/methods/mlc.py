@@ -8,10 +8,12 @@ from .functional import call_at
 from .losses import lower_loss, mixture_upper_loss
 
 
-def mlc_step(ctx: StepContext, batch: Batch) -> dict[str, torch.Tensor]:
-    """1. ``w' = w - eta grad_w g(w, a)``, differentiable in ``a``;
-    2. Adam on ``a`` with ``grad_a F(w'(a)) = -eta (d grad_w g / d a)^T grad_w' F(w')``;
-    3. SGD on ``w`` with ``grad_w g(w, a)`` taken before the meta update."""
+def mlc_gradients(ctx: StepContext, batch: Batch):
+    """``(grad_w g(w, a), grad_a F(w'(a)), F(w'), g(w, a))`` with ``w' = w - eta grad_w g(w, a)``.
+
+    ``grad_a F(w'(a)) = -eta (d grad_w g / d a)^T grad_w' F(w')``: the graph of ``grad_w g`` is kept
+    and differentiated in the meta parameters only; ``w'`` carries no graph back into ``w``.
+    """
     cfg, model, meta = ctx.config, ctx.model, ctx.meta
     names, w = zip(*model.named_parameters())
     a = list(meta.parameters())
@@ -22,18 +24,24 @@ def mlc_step(ctx: StepContext, batch: Batch) -> dict[str, torch.Tensor]:
     logits, feature = model(x_low)
     meta_log_probs = meta(feature[:n_s].detach(), batch.y_silver)
     g = lower_loss(logits[:n_s], meta_log_probs, logits[n_s:] if x_c is not None else None, y_c)
-    grad_w_g = torch.autograd.grad(g, w, create_graph=True)  # graph kept: differentiated in a below
+    grad_w_g = torch.autograd.grad(g, w, create_graph=True)
 
     eta = ctx.lr
     w_look = [p.detach() - eta * gw for p, gw in zip(w, grad_w_g)]  # depends on a only
     logits_up, _ = call_at(model, names, w_look, x_up)
     upper = mixture_upper_loss(logits_up, None, y_up, 1.0)
     meta_grads = torch.autograd.grad(upper, a)
+    return [gw.detach() for gw in grad_w_g], list(meta_grads), upper.detach(), g.detach()
 
-    for p, gw in zip(w, grad_w_g):
-        p.grad = gw.detach()
-    for p, ga in zip(a, meta_grads):
+
+def mlc_step(ctx: StepContext, batch: Batch) -> dict[str, torch.Tensor]:
+    """Adam on ``a`` with the hypergradient; SGD on ``w`` with ``grad_w g(w, a)`` taken before
+    the meta update."""
+    grad_w_g, meta_grads, upper, g = mlc_gradients(ctx, batch)
+    for p, gw in zip(ctx.model.parameters(), grad_w_g):
+        p.grad = gw
+    for p, ga in zip(ctx.meta.parameters(), meta_grads):
         p.grad = ga
     ctx.opt.step()
     ctx.meta_opt.step()
-    return {"upper_loss": upper.detach(), "lower_loss": g.detach()}
+    return {"upper_loss": upper, "lower_loss": g}
