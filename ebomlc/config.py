@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
@@ -17,8 +17,11 @@ CORRUPTION_TYPES = ("unif", "flip")
 VARIANTS = ("paper", "reference")
 GRAD_Q_W = ("fd", "partial")
 
-# SPEC.md preset table: K, rho, delta, xi, grad_q_w.
-BARRIER_PRESETS: dict[str, dict[str, Any]] = {
+# SPEC.md preset table: K, rho, delta, xi, grad_q_w. Methods without a barrier leave them unset
+# (``mlc`` uses only K, its look-ahead length).
+PRESETS: dict[str, dict[str, Any]] = {
+    "ce": {},
+    "mlc": {"inner_steps": 1},
     "mlcbome": {"inner_steps": 5, "rho": 1.0, "delta": 0.5, "xi": 1.0, "grad_q_w": "fd"},
     "ebomlc": {"inner_steps": 1, "rho": 0.2, "delta": 0.25, "xi": 0.5, "grad_q_w": "fd"},
 }
@@ -58,7 +61,6 @@ class TrainConfig:
     download: bool = False
     device: str = "auto"
     max_steps_per_epoch: int | None = None  # for quick smoke runs; None = full epochs
-    extra: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------
     def resolved(self) -> "TrainConfig":
@@ -77,25 +79,27 @@ class TrainConfig:
             raise ConfigError(f"unknown optimizer {c.optimizer!r}; only 'sgd' (the paper's recipe) is supported")
         if c.variant not in VARIANTS:
             raise ConfigError(f"unknown variant {c.variant!r}; choose one of: {', '.join(VARIANTS)}")
-        preset = BARRIER_PRESETS.get(c.method, BARRIER_PRESETS["ebomlc"])
-        for key, value in preset.items():
+        for key, value in PRESETS.get(c.method, {}).items():
             if getattr(c, key) is None:
                 setattr(c, key, value)
         if c.data_seed is None:
             c.data_seed = c.seed
         _check_range("corruption_level", c.corruption_level, 0.0, 1.0)
         _check_range("gold_fraction", c.gold_fraction, 0.0, 1.0, low_open=True, high_open=True)
-        _check_range("rho", c.rho, 0.0, 1.0)
-        _check_range("delta", c.delta, 0.0, math.inf)
-        _check_range("xi", c.xi, 0.0, math.inf)
+        for name, high in (("rho", 1.0), ("delta", math.inf), ("xi", math.inf)):
+            if getattr(c, name) is not None:
+                _check_range(name, getattr(c, name), 0.0, high)
         _check_range("main_lr", c.main_lr, 0.0, math.inf, low_open=True)
         _check_range("meta_lr", c.meta_lr, 0.0, math.inf, low_open=True)
         _check_range("momentum", c.momentum, 0.0, 1.0, high_open=True)
         _check_range("weight_decay", c.weight_decay, 0.0, math.inf)
         for name in ("bs", "epochs", "cls_dim", "inner_steps"):
-            if int(getattr(c, name)) < 1 or int(getattr(c, name)) != getattr(c, name):
+            value = getattr(c, name)
+            if value is None:
+                continue
+            if not isinstance(value, (int, float)) or value < 1 or int(value) != value:
                 raise ConfigError(f"--{name} must be a positive integer, got {getattr(c, name)!r}")
-        if c.grad_q_w not in GRAD_Q_W:
+        if c.grad_q_w is not None and c.grad_q_w not in GRAD_Q_W:
             raise ConfigError(f"unknown grad_q_w {c.grad_q_w!r}; choose one of: {', '.join(GRAD_Q_W)}")
         if c.max_steps_per_epoch is not None and c.max_steps_per_epoch < 1:
             raise ConfigError("--max_steps_per_epoch must be a positive integer")

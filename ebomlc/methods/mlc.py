@@ -9,10 +9,12 @@ from .losses import lower_loss, mixture_upper_loss
 
 
 def mlc_gradients(ctx: StepContext, batch: Batch):
-    """``(grad_w g(w, a), grad_a F(w'(a)), F(w'), g(w, a))`` with ``w' = w - eta grad_w g(w, a)``.
+    """``(grad_w g(w, a), grad_a F(w_K(a)), F(w_K), g(w, a))`` with the look-ahead
+    ``w_{k+1} = w_k - eta grad_w g(w_k, a)``, ``w_0 = w``, K = ``inner_steps`` (1 by default).
 
-    ``grad_a F(w'(a)) = -eta (d grad_w g / d a)^T grad_w' F(w')``: the graph of ``grad_w g`` is kept
-    and differentiated in the meta parameters only; ``w'`` carries no graph back into ``w``.
+    For K = 1, ``grad_a F(w'(a)) = -eta (d grad_w g / d a)^T grad_w' F(w')``: the graph of
+    ``grad_w g`` is kept and differentiated in the meta parameters only; ``w'`` carries no graph
+    back into ``w``. K > 1 unrolls the look-ahead (second order through every ``w_k``).
     """
     cfg, model, meta = ctx.config, ctx.model, ctx.meta
     names, w = zip(*model.named_parameters())
@@ -28,6 +30,12 @@ def mlc_gradients(ctx: StepContext, batch: Batch):
 
     eta = ctx.lr
     w_look = [p.detach() - eta * gw for p, gw in zip(w, grad_w_g)]  # depends on a only
+    for _ in range(1, cfg.inner_steps):
+        logits_k, feature_k = call_at(model, names, w_look, x_low)
+        g_k = lower_loss(logits_k[:n_s], meta(feature_k[:n_s].detach(), batch.y_silver),
+                         logits_k[n_s:] if x_c is not None else None, y_c)
+        grad_k = torch.autograd.grad(g_k, w_look, create_graph=True)
+        w_look = [wk - eta * gk for wk, gk in zip(w_look, grad_k)]
     logits_up, _ = call_at(model, names, w_look, x_up)
     upper = mixture_upper_loss(logits_up, None, y_up, 1.0)
     meta_grads = torch.autograd.grad(upper, a)
