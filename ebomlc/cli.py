@@ -22,7 +22,7 @@ class _Parser(argparse.ArgumentParser):
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     g = p.add_argument_group("run (names and meanings as in the authors' reference code)")
-    g.add_argument("--method", default=d.method, help="ce | mlc | mlcbome | ebomlc (default: %(default)s)")
+    g.add_argument("--method", default=d.method, help="ce | mlc | mlcbome | ebomlc | glc | l2rw | mwnet (default: %(default)s)")
     g.add_argument("--dataset", default=d.dataset, help="digits (built in) | cifar10 | cifar100 (default: %(default)s)")
     g.add_argument("--optimizer", default=d.optimizer, help="main-model optimizer; sgd (default)")
     g.add_argument("--bs", type=int, default=d.bs, help="batch size of silver and of gold (default: %(default)s)")

@@ -53,6 +53,7 @@ class TrainConfig:
     xi: float | None = None
     grad_q_w: str | None = None
     variant: str = "paper"
+    glc_phase1_epochs: int | None = None  # GLC: epochs of the silver-only phase (None: half)
     mix: bool = True
     eps: float = 1e-8
     seed: int = 1
@@ -93,7 +94,7 @@ class TrainConfig:
         _check_range("meta_lr", c.meta_lr, 0.0, math.inf, low_open=True)
         _check_range("momentum", c.momentum, 0.0, 1.0, high_open=True)
         _check_range("weight_decay", c.weight_decay, 0.0, math.inf)
-        for name in ("bs", "epochs", "cls_dim", "inner_steps"):
+        for name in ("bs", "epochs", "cls_dim", "inner_steps", "glc_phase1_epochs"):
             value = getattr(c, name)
             if value is None:
                 continue
@@ -105,13 +106,16 @@ class TrainConfig:
             raise ConfigError("--max_steps_per_epoch must be a positive integer")
         if c.lr_milestones is not None:
             c.lr_milestones = tuple(int(m) for m in c.lr_milestones)
+        if c.glc_phase1_epochs is not None and c.glc_phase1_epochs >= c.epochs:
+            raise ConfigError(f"--glc_phase1_epochs ({c.glc_phase1_epochs}) must be smaller than --epochs ({c.epochs})")
         return c
 
-    def milestones(self) -> tuple[int, ...]:
-        """LR decay epochs: the paper's 80 and 100 of 120, scaled to ``epochs``."""
+    def milestones(self, epochs: int | None = None) -> tuple[int, ...]:
+        """LR decay epochs: the paper's 80 and 100 of 120, scaled to ``epochs`` (default: all)."""
         if self.lr_milestones is not None:
             return self.lr_milestones
-        return tuple(max(1, round(self.epochs * m / 120)) for m in (80, 100))
+        n = self.epochs if epochs is None else epochs
+        return tuple(max(1, round(n * m / 120)) for m in (80, 100))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

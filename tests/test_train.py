@@ -26,7 +26,7 @@ def test_lr_schedule_scales_milestones_to_epochs():
     assert lrs[:8] == [0.1] * 8 and lrs[8:10] == pytest.approx([0.01] * 2) and lrs[10:] == pytest.approx([0.001] * 2)
 
 
-@pytest.mark.parametrize("method", ["ce", "ebomlc", "mlc"])
+@pytest.mark.parametrize("method", ["ce", "ebomlc", "mlc", "glc", "mwnet"])
 def test_resumed_run_equals_uninterrupted(tmp_path, monkeypatch, method):
     cfg = TrainConfig(method=method, epochs=4, corruption_level=0.4, max_steps_per_epoch=3, **FAST)
     full = train_run(cfg, tmp_path / "full", progress=False)

@@ -2,19 +2,29 @@
 from __future__ import annotations
 
 from .barrier import barrier_lambda, barrier_step, reference_update
-from .base import Batch, Method, StepContext
+from .base import Batch, Method, StepContext, label_corrector
 from .ce import ce_step
+from .glc import estimate_corruption, glc_on_epoch_start, glc_step
+from .l2rw import l2rw_step, l2rw_weights
 from .mlc import mlc_gradients, mlc_step
+from .mwnet import mwnet_gradients, mwnet_step, weight_net
 
 METHODS: dict[str, Method] = {
-    "ce": Method("ce", ce_step, uses_meta=False, union_batches=True,
+    "ce": Method("ce", ce_step, union_batches=True,
                  description="cross-entropy on silver and gold as one set (lower bound)"),
-    "mlc": Method("mlc", mlc_step, uses_meta=True, description="Meta Label Correction, one-step look-ahead"),
-    "mlcbome": Method("mlcbome", barrier_step, uses_meta=True,
+    "mlc": Method("mlc", mlc_step, build_meta=label_corrector, corrects_labels=True,
+                  description="Meta Label Correction, one-step look-ahead"),
+    "mlcbome": Method("mlcbome", barrier_step, build_meta=label_corrector, corrects_labels=True,
                       description="MLC-D: dynamic barrier, K=5, rho=1, delta=0.5, xi=1"),
-    "ebomlc": Method("ebomlc", barrier_step, uses_meta=True,
+    "ebomlc": Method("ebomlc", barrier_step, build_meta=label_corrector, corrects_labels=True,
                      description="EBOMLC: dynamic barrier, K=1, rho=0.2, delta=0.25, xi=0.5"),
+    "glc": Method("glc", glc_step, on_epoch_start=glc_on_epoch_start,
+                  description="Gold Loss Correction: estimate C on gold, retrain forward-corrected"),
+    "l2rw": Method("l2rw", l2rw_step, description="Learning to Reweight: per-example weights from a look-ahead"),
+    "mwnet": Method("mwnet", mwnet_step, build_meta=weight_net,
+                    description="Meta-Weight-Net: an MLP maps each loss to a weight"),
 }
 
-__all__ = ["METHODS", "Method", "Batch", "StepContext", "barrier_lambda", "barrier_step",
+__all__ = ["METHODS", "label_corrector", "estimate_corruption", "glc_on_epoch_start", "glc_step", "l2rw_step",
+           "l2rw_weights", "mwnet_gradients", "mwnet_step", "weight_net", "Method", "Batch", "StepContext", "barrier_lambda", "barrier_step",
            "reference_update", "ce_step", "mlc_step", "mlc_gradients"]

@@ -1,8 +1,8 @@
 """What every method's step function receives: the batch and the live training objects."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -38,6 +38,7 @@ class StepContext:
     opt: torch.optim.Optimizer
     meta_opt: torch.optim.Optimizer | None
     config: TrainConfig
+    state: dict[str, Any] = field(default_factory=dict)  # method state saved in checkpoints (GLC's C)
 
     @property
     def lr(self) -> float:
@@ -46,14 +47,28 @@ class StepContext:
 
 
 StepFn = Callable[[StepContext, Batch], dict[str, torch.Tensor]]
+MetaFactory = Callable[[int, int, TrainConfig], nn.Module]
+
+
+def label_corrector(feature_dim: int, num_classes: int, config: TrainConfig) -> nn.Module:
+    """The meta label-correction model of SPEC.md (MLC, MLC-D, EBOMLC)."""
+    from ..models import MetaNet
+
+    return MetaNet(feature_dim, num_classes, config.cls_dim, reference=config.variant == "reference")
 
 
 @dataclass(frozen=True)
 class Method:
-    """A training method: its step function and what data and models it needs."""
+    """A training method: its step function and what data and models it needs.
+
+    ``build_meta`` makes the meta model (trained by Adam with ``meta_lr``), or is None.
+    ``on_epoch_start(trainer)`` runs before each epoch (GLC switches phases there).
+    """
 
     name: str
     step: StepFn
-    uses_meta: bool
+    build_meta: MetaFactory | None = None
+    corrects_labels: bool = False  # the meta model maps (feature, noisy label) to a corrected label
     union_batches: bool = False  # True: batches of silver+gold as one training set (``ce``)
+    on_epoch_start: Callable[[Any], None] | None = None
     description: str = ""

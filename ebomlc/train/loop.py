@@ -18,7 +18,7 @@ from ..data.augment import normalize, random_crop_flip
 from ..data.batches import GoldStream, epoch_batches, steps_per_epoch
 from ..errors import EbomlcError
 from ..methods import METHODS, Batch, StepContext
-from ..models import MetaNet, build_main_model
+from ..models import build_main_model
 from .evaluate import evaluate_test, label_correction
 
 
@@ -58,13 +58,10 @@ class Trainer:
         self.model = build_main_model(config.dataset, d.num_classes, d.in_channels).to(self.device)
         self.meta = None
         self.meta_opt = None
-        if self.method.uses_meta:
-            self.meta = MetaNet(self.model.feature_dim, d.num_classes, config.cls_dim,
-                                reference=config.variant == "reference").to(self.device)
+        if self.method.build_meta is not None:
+            self.meta = self.method.build_meta(self.model.feature_dim, d.num_classes, config).to(self.device)
             self.meta_opt = torch.optim.Adam(self.meta.parameters(), lr=config.meta_lr, amsgrad=True)
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=config.main_lr, momentum=config.momentum,
-                                   weight_decay=config.weight_decay)
-        self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, list(config.milestones()), gamma=0.1)
+        self.opt, self.sched = self._main_optimizer(config.epochs)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.gold_stream = GoldStream(len(d.y_gold), self.generator, self.device)
         if self.method.union_batches:
@@ -77,6 +74,24 @@ class Trainer:
         self.history: list[dict] = []
         self.ctx = StepContext(self.model, self.meta, self.opt, self.meta_opt, config)
 
+    def _main_optimizer(self, epochs: int):
+        """SGD (momentum, weight decay) with the MultiStepLR schedule scaled to ``epochs``."""
+        cfg = self.config
+        opt = torch.optim.SGD(self.model.parameters(), lr=cfg.main_lr, momentum=cfg.momentum,
+                              weight_decay=cfg.weight_decay)
+        return opt, torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.milestones(epochs)), gamma=0.1)
+
+    def reset_main_model(self, remaining_epochs: int, seed_offset: int) -> None:
+        """Re-initialise the main model (seeded) with a fresh optimizer and schedule for the
+        remaining epochs (GLC's second phase)."""
+        d = self.data
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed + seed_offset)
+            fresh = build_main_model(self.config.dataset, d.num_classes, d.in_channels)
+        self.model.load_state_dict(fresh.state_dict())
+        self.opt, self.sched = self._main_optimizer(remaining_epochs)
+        self.ctx.opt = self.opt
+
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         return {
@@ -85,6 +100,7 @@ class Trainer:
             "sched": self.sched.state_dict(),
             "meta": self.meta.state_dict() if self.meta is not None else None,
             "meta_opt": self.meta_opt.state_dict() if self.meta_opt is not None else None,
+            "method_state": self.ctx.state,
             "generator": self.generator.get_state(), "gold_stream": self.gold_stream.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -97,6 +113,8 @@ class Trainer:
         if self.meta is not None:
             self.meta.load_state_dict(state["meta"])
             self.meta_opt.load_state_dict(state["meta_opt"])
+        self.ctx.state = {k: v.to(self.device) if torch.is_tensor(v) else v
+                          for k, v in state.get("method_state", {}).items()}
         self.generator.set_state(state["generator"])
         self.gold_stream.load_state_dict(state["gold_stream"])
         torch.set_rng_state(state["torch_rng"])
@@ -127,6 +145,8 @@ class Trainer:
     def run_epoch(self, on_step: Callable[[int, int], None] | None = None) -> dict:
         """Train one epoch, evaluate, append and return the epoch's metrics row."""
         cfg = self.config
+        if self.method.on_epoch_start is not None:
+            self.method.on_epoch_start(self)
         self.model.train()
         if self.meta is not None:
             self.meta.train()
@@ -154,7 +174,7 @@ class Trainer:
         self.epoch += 1
         self.train_time += epoch_time
         row = {"epoch": self.epoch, "lr": lr, **row, **evaluate_test(self.model, self.data)}
-        if self.meta is not None:
+        if self.method.corrects_labels:
             lc, _ = label_correction(self.model, self.meta, self.data)
             row.update(lc)
         row["epoch_time"] = epoch_time
@@ -164,7 +184,7 @@ class Trainer:
 
     def label_correction_matrix(self) -> np.ndarray | None:
         """``[true, corrected]`` counts of the meta model on silver, now."""
-        if self.meta is None:
+        if not self.method.corrects_labels:
             return None
         return label_correction(self.model, self.meta, self.data)[1].numpy()
 
