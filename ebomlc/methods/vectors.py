@@ -17,12 +17,9 @@ def flat_grads(grads: Sequence[torch.Tensor | None], like: Sequence[torch.Tensor
 
 
 def unflat_to_grad(vector: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
-    """Write a flat vector into ``p.grad`` for each parameter (views, no copies of the model)."""
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad = vector[offset:offset + n].view_as(p).clone()
-        offset += n
+    """Set each ``p.grad`` to its slice of a flat vector (views into it: no copies)."""
+    for p, view in zip(params, torch.split(vector, [p.numel() for p in params])):
+        p.grad = view.view_as(p)
 
 
 def cosine(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

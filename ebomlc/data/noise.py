@@ -1,0 +1,74 @@
+"""Gold/silver split and synthetic label noise (SPEC.md, "Data and noise").
+
+All functions are pure given their ``seed``: the same (dataset, noise type, level, gold
+fraction, data seed) always yields the same split and noisy labels, whatever the method.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ConfigError
+
+
+def uniform_matrix(level: float, num_classes: int) -> np.ndarray:
+    """``C = level/K * 1 1^T + (1 - level) I``: the true label may be redrawn."""
+    k = num_classes
+    return np.full((k, k), level / k) + (1.0 - level) * np.eye(k)
+
+
+def flip_matrix(level: float, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """``1 - level`` on the diagonal and ``level`` on one other class per row, drawn uniformly."""
+    k = num_classes
+    c = (1.0 - level) * np.eye(k)
+    for row in range(k):
+        others = [j for j in range(k) if j != row]
+        c[row, others[rng.integers(k - 1)]] += level
+    return c
+
+
+def corruption_matrix(kind: str, level: float, num_classes: int, seed: int) -> np.ndarray:
+    """Row-stochastic ``C[true, noisy]`` for ``unif`` or ``flip`` noise."""
+    if not 0.0 <= level <= 1.0:
+        raise ConfigError(f"--corruption_level must lie in [0, 1], got {level!r}")
+    if kind == "unif":
+        return uniform_matrix(level, num_classes)
+    if kind == "flip":
+        return flip_matrix(level, num_classes, np.random.default_rng([seed, 1]))
+    raise ConfigError(f"unknown corruption_type {kind!r}; choose one of: unif, flip")
+
+
+def corrupt_labels(labels: np.ndarray, matrix: np.ndarray, seed: int) -> np.ndarray:
+    """Draw each noisy label from ``matrix[true_label]`` (inverse-CDF sampling, vectorised)."""
+    rng = np.random.default_rng([seed, 2])
+    cdf = np.cumsum(matrix[labels], axis=1)
+    cdf[:, -1] = 1.0
+    u = rng.random(len(labels))[:, None]
+    return (u > cdf).sum(axis=1).astype(np.int64)
+
+
+def gold_per_class(gold_fraction: float, num_train: int, num_classes: int) -> int:
+    """``gold_fraction * N_train / K`` images per class (2% of CIFAR-10 -> 100 per class)."""
+    n = int(gold_fraction * num_train / num_classes + 1e-9)
+    if n < 1:
+        need = num_classes / num_train
+        raise ConfigError(
+            f"--gold_fraction {gold_fraction:g} gives fewer than one gold image per class "
+            f"({num_train} training images, {num_classes} classes); use at least {need:.4g}")
+    return n
+
+
+def split_gold_silver(labels: np.ndarray, num_classes: int, gold_fraction: float,
+                      seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class-balanced gold indices and the disjoint remaining silver indices (both sorted)."""
+    per_class = gold_per_class(gold_fraction, len(labels), num_classes)
+    rng = np.random.default_rng([seed, 0])
+    gold = []
+    for c in range(num_classes):
+        members = np.flatnonzero(labels == c)
+        if len(members) < per_class:
+            raise ConfigError(f"class {c} has only {len(members)} training images, fewer than the "
+                              f"{per_class} gold images per class that --gold_fraction asks for")
+        gold.append(rng.choice(members, size=per_class, replace=False))
+    gold = np.sort(np.concatenate(gold))
+    silver = np.setdiff1d(np.arange(len(labels)), gold)
+    return gold, silver
