@@ -165,21 +165,8 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def add_bench_command(sub) -> None:
-    p = sub.add_parser("bench", help="time one training step of each method",
-                       description=__doc__.splitlines()[0])
-    p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS + ["ebomlc:partial"],
-                   help="methods to time; METHOD:partial times grad_q_w=partial (default: all)")
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    p.add_argument("--device", default="auto")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per method (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--no_memory", action="store_true", help="skip the peak-memory measurement")
-    p.add_argument("--json", help="write the results as JSON to this path")
-    p.set_defaults(func=_cmd_bench)
-
-
-def _cmd_bench(a) -> int:
+def run_bench_command(a) -> int:
+    """``ebomlc bench``: time, print the table, optionally write JSON."""
     from .errors import EbomlcError
 
     unknown = [n for n in a.methods if _variant(n)[0] not in METHODS]

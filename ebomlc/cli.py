@@ -55,6 +55,18 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     r.add_argument("--max_steps_per_epoch", type=int, help="cap steps per epoch (quick smoke runs)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
+    n = p.add_argument_group("your own noisy labels (instead of --corruption_type/--corruption_level)")
+    n.add_argument("--noisy_labels", metavar="FILE",
+                   help="one label per training image in dataset order: .npy, .csv (one class number per line, "
+                        "optional header), or a path,label CSV naming every image of an image-folder --data_dir")
+    n.add_argument("--gold_indices", metavar="FILE",
+                   help="trusted training images whose given label is used as gold: indices in dataset order (0-based; "
+                        ".npy or one per line) or image paths; default: a class-balanced --gold_fraction draw among "
+                        "images whose given label equals the dataset's clean label")
+    n.add_argument("--noise_file", metavar="FILE",
+                   help="CIFAR-10N / CIFAR-100N label file (.pt dict: clean_label, aggre_label, random_label1..3, "
+                        "worse_label; noisy_label for CIFAR-100N); needs --noise_key")
+    n.add_argument("--noise_key", metavar="KEY", help="label set of --noise_file to train on, e.g. worse_label")
 
 
 def _config_from_args(a: argparse.Namespace) -> TrainConfig:
@@ -64,7 +76,8 @@ def _config_from_args(a: argparse.Namespace) -> TrainConfig:
         epochs=a.epochs if a.epochs is not None else TrainConfig.epochs, main_lr=a.main_lr, meta_lr=a.meta_lr,
         runid=a.runid, cls_dim=a.cls_dim, inner_steps=a.inner_steps, rho=a.rho, delta=a.delta, xi=a.xi,
         grad_q_w=a.grad_q_w, variant=a.variant, mix=not a.no_mix, seed=a.seed, data_seed=a.data_seed,
-        data_dir=a.data_dir, download=a.download, device=a.device, max_steps_per_epoch=a.max_steps_per_epoch)
+        data_dir=a.data_dir, download=a.download, device=a.device, max_steps_per_epoch=a.max_steps_per_epoch,
+        noisy_labels=a.noisy_labels, gold_indices=a.gold_indices, noise_file=a.noise_file, noise_key=a.noise_key)
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
@@ -80,6 +93,23 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bench_command(sub) -> None:
+    p = sub.add_parser("bench", help="time one training step of each method",
+                       description="Time one training step of every method on the same model, batch and "
+                       "device (interleaved, median, ratio to ce) and measure each step's peak memory.")
+    p.add_argument("--methods", nargs="+", default=["ce", "mlc", "mlcbome", "ebomlc", "ebomlc:partial", "glc",
+                                                    "l2rw", "mwnet"],
+                   help="methods to time; METHOD:partial times grad_q_w=partial (default: all)")
+    p.add_argument("--models", nargs="+", default=["resnet32", "digits_cnn"], choices=["resnet32", "digits_cnn"],
+                   help="ResNet-32 on 3x32x32 and/or the digits CNN on 1x8x8, batches of 100 random images")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per method (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per method first (default: %(default)s)")
+    p.add_argument("--no_memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--json", help="write the results as JSON to this path")
+    p.set_defaults(func=lambda a: __import__("ebomlc.bench", fromlist=["run_bench_command"]).run_bench_command(a))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ebomlc", description="Learning with noisy labels by meta label correction "
                      "(MLC, MLC-D, EBOMLC).")
@@ -88,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
                            "(config.json, metrics.csv, summary.json, checkpoint.pt).")
     _add_train_args(train)
     train.set_defaults(func=_cmd_train)
+    _add_bench_command(sub)
+    from .correct import add_correct_command
+
+    add_correct_command(sub)
+    from tune.cli import add_study_command
+
+    add_study_command(sub)
+    from analysis.cli import add_analyze_command
+
+    add_analyze_command(sub)
     return parser
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,11 @@ class TrainConfig:
     data_seed: int | None = None  # None: same as `seed`
     data_dir: str | None = None
     download: bool = False
+    # Labels from files instead of synthetic noise (corruption_type/level are then unused).
+    noisy_labels: str | None = None  # one label per training image: .npy, .csv, or path,label CSV
+    gold_indices: str | None = None  # trusted training images (indices, or paths for image folders)
+    noise_file: str | None = None  # CIFAR-10N / CIFAR-100N .pt dict of label arrays
+    noise_key: str | None = None  # which labels of noise_file, e.g. worse_label
     device: str = "auto"
     max_steps_per_epoch: int | None = None  # for quick smoke runs; None = full epochs
 
@@ -108,7 +114,13 @@ class TrainConfig:
             c.lr_milestones = tuple(int(m) for m in c.lr_milestones)
         if c.glc_phase1_epochs is not None and c.glc_phase1_epochs >= c.epochs:
             raise ConfigError(f"--glc_phase1_epochs ({c.glc_phase1_epochs}) must be smaller than --epochs ({c.epochs})")
+        _check_label_files(c)
         return c
+
+    @property
+    def labels_from_file(self) -> bool:
+        """True when the noisy labels come from --noisy_labels or --noise_file (no synthetic noise)."""
+        return self.noisy_labels is not None or self.noise_file is not None
 
     def milestones(self, epochs: int | None = None) -> tuple[int, ...]:
         """LR decay epochs: the paper's 80 and 100 of 120, scaled to ``epochs`` (default: all)."""
@@ -133,6 +145,30 @@ class TrainConfig:
         if d.get("lr_milestones") is not None:
             d["lr_milestones"] = tuple(d["lr_milestones"])
         return cls(**d)
+
+
+def _check_label_files(c: TrainConfig) -> None:
+    """Consistency of the label-file options; file paths become absolute (runs may start elsewhere)."""
+    if c.noisy_labels is not None and c.noise_file is not None:
+        raise ConfigError("--noisy_labels and --noise_file both give the noisy labels; pass only one")
+    if c.noise_key is not None and c.noise_file is None:
+        raise ConfigError("--noise_key names labels inside a --noise_file (CIFAR-10N/100N .pt); pass --noise_file too")
+    if c.noise_file is not None and c.noise_key is None:
+        raise ConfigError("--noise_file needs --noise_key, the label set to train on (e.g. worse_label, aggre_label, "
+                          "random_label1, noisy_label)")
+    if c.gold_indices is not None and not c.labels_from_file:
+        raise ConfigError("--gold_indices goes with --noisy_labels or --noise_file; synthetic noise draws its gold "
+                          "set with --gold_fraction")
+    for name in ("noisy_labels", "gold_indices", "noise_file"):
+        value = getattr(c, name)
+        if value is None:
+            continue
+        if not isinstance(value, (str, os.PathLike)) or not str(value):
+            raise ConfigError(f"--{name} must be a file path, got {value!r}")
+        path = os.path.abspath(os.path.expanduser(str(value)))
+        if not os.path.isfile(path):
+            raise ConfigError(f"--{name} file {str(value)!r} does not exist")
+        setattr(c, name, path)
 
 
 def _check_range(name: str, value: float, low: float, high: float,

@@ -180,6 +180,15 @@ def load_noise_dict(path: str | Path) -> dict:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
         detail = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
+        try:
+            allowed = {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}"
+                       for g in _numpy_safe_globals()}
+            unsafe = [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path) if g not in allowed]
+        except Exception:  # noqa: BLE001 - not a zip checkpoint: keep the loader's message
+            unsafe = []
+        if unsafe:
+            detail = (f"it holds Python objects other than label arrays ({', '.join(unsafe[:3])}), which are not "
+                      f"loaded for safety; save plain numpy arrays or tensors")
         raise DataError(f"cannot read {path} as a CIFAR-N label file (a torch .pt dict of label arrays): "
                         f"{detail}") from None
     if not isinstance(obj, dict):
@@ -224,12 +233,9 @@ def read_gold_list(path: str | Path, num_train: int, train_paths: Sequence[str] 
             a = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise DataError(f"cannot read {path} as a .npy array ({exc})") from None
-        a = np.asarray(a).reshape(-1)
-        if a.dtype.kind == "b" and len(a) == num_train:
-            a = np.flatnonzero(a)  # a boolean mask over the training set
-        elif a.dtype.kind not in "iu" and not (a.dtype.kind == "f" and np.all(a == np.round(a))):
-            raise DataError(f"{what} must hold integer training-set indices, got {a.dtype} values")
-        index = a.astype(np.int64)
+        index = np.asarray(a).reshape(-1)
+        if index.dtype.kind == "f" and np.all(index == np.round(index)):
+            index = index.astype(np.int64)
     else:
         values = [r[0] for r in _read_rows(path)]
         if len(values) > 1 and not _is_int(values[0]) and _is_int(values[1]):
@@ -244,6 +250,20 @@ def read_gold_list(path: str | Path, num_train: int, train_paths: Sequence[str] 
             bad = next(v for v in values if not _is_int(v))
             raise DataError(f"{what} has a non-integer entry {bad!r}; list training-set indices (0-based, "
                             f"dataset order), one per line")
+    return check_gold(index, num_train, what)
+
+
+def check_gold(index, num_train: int, what: str = "the gold list") -> np.ndarray:
+    """Sorted trusted training indices, or a one-line DataError (empty, out of range, repeated, all)."""
+    index = np.asarray(index).reshape(-1)
+    if index.dtype.kind == "b":
+        if len(index) != num_train:
+            raise DataError(f"{what} is a boolean mask of length {len(index)}, but the training set has "
+                            f"{num_train} images")
+        index = np.flatnonzero(index)
+    elif len(index) and index.dtype.kind not in "iu":
+        raise DataError(f"{what} must hold integer training-set indices, got {index.dtype} values")
+    index = index.astype(np.int64)
     if len(index) == 0:
         raise DataError(f"{what} is empty; list at least one trusted training image")
     outside = (index < 0) | (index >= num_train)

@@ -1,5 +1,5 @@
 """Training: the shared loop, evaluation, checkpoints and run directories."""
-from .loop import DivergedError, Trainer, load_data, resolve_device
+from .loop import DATA_FIELDS, DivergedError, Trainer, data_key, load_data, resolve_device
 from .rundir import train_run
 
-__all__ = ["Trainer", "DivergedError", "train_run", "load_data", "resolve_device"]
+__all__ = ["Trainer", "DivergedError", "train_run", "load_data", "data_key", "DATA_FIELDS", "resolve_device"]

@@ -54,9 +54,13 @@ def corrected_labels(model: nn.Module, meta: nn.Module, data: NoisyData) -> torc
 
 
 @torch.no_grad()
-def label_correction(model: nn.Module, meta: nn.Module, data: NoisyData) -> tuple[dict[str, float], torch.Tensor]:
+def label_correction(model: nn.Module, meta: nn.Module,
+                     data: NoisyData) -> tuple[dict[str, float], torch.Tensor | None]:
     """Accuracy of ``argmax m_a`` against the true silver labels: overall, on originally clean
-    and on originally corrupted samples; and the ``K x K`` count matrix [true, corrected]."""
+    and on originally corrupted samples; and the ``K x K`` count matrix [true, corrected].
+    Without true silver labels (``data.silver_true`` None): no metrics and no matrix."""
+    if data.silver_true is None:
+        return {}, None
     pred = corrected_labels(model, meta, data).argmax(1)
     true, noisy = data.silver_true, data.silver_noisy
     hit = (pred == true).float()

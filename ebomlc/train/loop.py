@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from ..config import TrainConfig
-from ..data import NoisyData, build_noisy_data, cached_dataset
+from ..data import NoisyData, build_labelled_data, build_noisy_data, cached_dataset, given_labels
+from ..data.labels import read_gold_list
 from ..data.augment import normalize, random_crop_flip
 from ..data.batches import GoldStream, epoch_batches, steps_per_epoch
 from ..errors import EbomlcError
@@ -38,9 +39,23 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+#: The TrainConfig fields that determine a run's data: runs equal on these share the same NoisyData.
+DATA_FIELDS = ("dataset", "data_dir", "download", "corruption_type", "corruption_level", "gold_fraction",
+               "data_seed", "noisy_labels", "gold_indices", "noise_file", "noise_key")
+
+
+def data_key(config: TrainConfig) -> tuple:
+    """A hashable key of everything ``load_data`` reads from a resolved ``config`` (for caches)."""
+    return tuple(getattr(config, name) for name in DATA_FIELDS)
+
+
 def load_data(config: TrainConfig, device: torch.device) -> NoisyData:
     """The noisy dataset of a resolved config; the raw images are memoised per process."""
     raw = cached_dataset(config.dataset, config.data_dir, config.download)
+    if config.labels_from_file:
+        given, clean = given_labels(raw, config.noisy_labels, config.noise_file, config.noise_key)
+        gold = read_gold_list(config.gold_indices, len(given), raw.train_paths) if config.gold_indices else None
+        return build_labelled_data(raw, given, config.gold_fraction, config.data_seed, device, clean=clean, gold=gold)
     return build_noisy_data(raw, config.corruption_type, config.corruption_level, config.gold_fraction,
                             config.data_seed, device)
 
@@ -183,8 +198,8 @@ class Trainer:
         return row
 
     def label_correction_matrix(self) -> np.ndarray | None:
-        """``[true, corrected]`` counts of the meta model on silver, now."""
-        if not self.method.corrects_labels:
+        """``[true, corrected]`` counts of the meta model on silver, now (None without true labels)."""
+        if not self.method.corrects_labels or self.data.silver_true is None:
             return None
         return label_correction(self.model, self.meta, self.data)[1].numpy()
 

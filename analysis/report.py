@@ -1,0 +1,106 @@
+"""``analyze``: every table and figure of a study directory into one output directory."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from .load import load_study, save_parquet
+from .plots import plot_ablation, plot_curves, plot_label_correction, plot_time
+from .results import datasets, final_results, missing_cells, param_name, settings, swept_params
+from .tables import rank_table, to_latex, to_markdown
+
+MAX_ECHOED_MISSING = 20
+
+
+def _slug(text: str) -> str:
+    """A setting or dataset as a file-name part: ``uniform-40% -> uniform-40``."""
+    return "".join(c if c.isalnum() or c in "._=+-" else "-" for c in str(text).replace("%", "")).strip("-")
+
+
+def status_line(final: pd.DataFrame) -> str:
+    """``12 trials: 10 finished, 1 unfinished, 1 errored``."""
+    counts = final["status"].value_counts()
+    parts = [f"{counts[s]} {s}" for s in ("finished", "unfinished", "errored", "pending") if s in counts]
+    return f"{len(final)} trial{'s' * (len(final) != 1)}: {', '.join(parts)}"
+
+
+def _missing_text(missing: pd.DataFrame) -> list[str]:
+    return [f"{r.dataset}: {r.method} at {r.setting}: {r.note}" if r.dataset is not None
+            else f"{r.method} at {r.setting}: {r.note}" for r in missing.itertuples()]
+
+
+def table_document(final: pd.DataFrame, dataset: str | None, study: str | None = None) -> str:
+    """The Markdown report of one dataset: the rank table, how to read it, and its missing cells."""
+    part = final if dataset is None else final[final["dataset"] == dataset]
+    table = rank_table(part, dataset)
+    missing = missing_cells(part, dataset)
+    title = f"Final test accuracy on {dataset}" if dataset else "Final test accuracy"
+    lines = [f"# {title}", ""]
+    if study:
+        lines += [f"Study `{study}`, {status_line(part)}.", ""]
+    lines += ["Cells: mean ± std of the final test accuracy (%) over seeds, finished trials only; "
+              "bold: best per column; Avg. Rank: mean rank over the settings (1 = best, ties share the "
+              "average rank); Time: mean training time of a trial.", "", to_markdown(table)]
+    if missing.empty:
+        lines += ["All cells complete."]
+    else:
+        lines += ["Missing or incomplete cells (`–` = no finished trial):", ""]
+        lines += [f"- {r.method} at {r.setting}: {r.note}" for r in missing.itertuples()]
+    return "\n".join(lines) + "\n"
+
+
+def analyze(path: str | Path, out: str | Path | None = None,
+            echo: Callable[[str], None] | None = None) -> list[Path]:
+    """Write the rank tables, plots, ``missing.txt`` and ``results.parquet`` of the study at ``path``
+    into ``out`` (default ``<path>/analysis``); return the written files. ``echo`` receives progress
+    lines (status of the trials, missing cells). Partial studies are fine: missing cells are listed."""
+    say = echo or (lambda _line: None)
+    path = Path(path)
+    out = Path(out) if out is not None else path / "analysis"
+    df = load_study(path)
+    final = final_results(df)
+    study = df.attrs.get("study", {}).get("name") or path.name
+    say(f"study {study}: {status_line(final)}")
+    out.mkdir(parents=True, exist_ok=True)
+    written = [save_parquet(df, out / "results.parquet")]
+    final.drop(columns=["lc_matrix"]).to_csv(out / "final_results.csv", index=False)
+    written.append(out / "final_results.csv")
+
+    names: list[str | None] = list(datasets(final)) or [None]
+    several = len(names) > 1
+    for name in names:
+        part = final if name is None else final[final["dataset"] == name]
+        tag = f"_{_slug(name)}" if several else ""
+        doc = out / f"rank_table{tag}.md"
+        doc.write_text(table_document(part, name, study))
+        tex = out / f"rank_table{tag}.tex"
+        tex.write_text(to_latex(rank_table(part, name)))
+        written += [doc, tex]
+        for param in dict.fromkeys(p for ps in swept_params(part).values() for p in ps):
+            written.append(out / f"ablation_{_slug(param_name(param))}{tag}.png")
+            plot_ablation(part, param, written[-1], name, also=(".pdf",))
+            written.append(written[-1].with_suffix(".pdf"))
+        for setting in settings(part):
+            written.append(out / f"curves{tag}_{_slug(setting)}.png")
+            plot_curves(df[df["trial_dir"].isin(part["trial_dir"])], setting, written[-1], name)
+        with_matrix = part[part["lc_matrix"].notna()]
+        for key, setting in dict.fromkeys(zip(with_matrix["method_key"], with_matrix["setting"])):
+            written.append(out / f"label_correction{tag}_{key}_{_slug(setting)}.png")
+            plot_label_correction(part, key, setting, written[-1], name)
+    written.append(out / "time.png")
+    plot_time(final, written[-1])
+
+    missing = missing_cells(final)
+    lines = _missing_text(missing)
+    (out / "missing.txt").write_text("\n".join(lines) + "\n" if lines else "no missing cells\n")
+    written.append(out / "missing.txt")
+    if lines:
+        say(f"{len(lines)} missing or incomplete cell{'s' * (len(lines) != 1)}:")
+        for line in lines[:MAX_ECHOED_MISSING]:
+            say(f"  {line}")
+        if len(lines) > MAX_ECHOED_MISSING:
+            say(f"  ... {len(lines) - MAX_ECHOED_MISSING} more in {out / 'missing.txt'}")
+    return written
+

@@ -1,0 +1,219 @@
+"""From the tidy per-epoch frame to one row per trial: final accuracy, time, label correction.
+
+Each trial gets a *method label*: the method's display name plus the values of its swept
+hyperparameters (e.g. ``EBOMLC (rho=0.5)``), the row of a rank table and the line of a plot,
+and a *method key* for file names (``ebomlc_rho0.5``). A hyperparameter is *swept* when it takes
+more than one value across the trials of one method.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ebomlc.config import TrainConfig
+from ebomlc.errors import EbomlcError
+
+from .load import TRIAL_COLUMNS, setting_order
+
+METHOD_ORDER = ("ce", "glc", "l2rw", "mwnet", "mlc", "mlcbome", "ebomlc")
+METHOD_NAMES = {"ce": "CE", "glc": "GLC", "l2rw": "L2RW", "mwnet": "MW-Net", "mlc": "MLC", "mlcbome": "MLC-D",
+                "ebomlc": "EBOMLC"}
+#: Short names of hyperparameters in labels and file names (the paper's K).
+PARAM_NAMES = {"inner_steps": "K"}
+#: Config fields that never count as swept hyperparameters.
+NOT_HYPERPARAMS = frozenset({"method", "dataset", "seed", "data_seed", "corruption_type", "corruption_level",
+                             "runid", "device", "data_dir", "download", "out", "extra", "resume", "quiet"})
+#: Preferred order of swept hyperparameters in labels.
+PARAM_ORDER = ("rho", "delta", "xi", "inner_steps")
+
+
+def method_name(method: str) -> str:
+    """Display name of a method: ``mlcbome -> MLC-D``."""
+    return METHOD_NAMES.get(method, str(method))
+
+
+def param_name(param: str) -> str:
+    """Display name of a hyperparameter: ``inner_steps -> K``."""
+    return PARAM_NAMES.get(param, param)
+
+
+def param_column(name: str) -> str:
+    """Config column of a hyperparameter given by its column or display name (``K -> inner_steps``)."""
+    return {v: k for k, v in PARAM_NAMES.items()}.get(name, name)
+
+
+def format_value(value: Any) -> str:
+    """Compact text of a hyperparameter value: ``0.25``, ``5``, ``0.0003``, ``fd``."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        if isinstance(value, (float, np.floating)) and math.isnan(value):
+            return "none"
+        if not math.isfinite(value) or float(value) != int(value):
+            return f"{float(value):g}"
+        return str(int(value))
+    return "none" if value is None else str(value)
+
+
+def value_key(value: Any) -> Any:
+    """A hashable, comparable form of a config value (lists and dicts as JSON, NaN as None)."""
+    if isinstance(value, (list, dict, tuple)):
+        return json.dumps(value, sort_keys=True)
+    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
+        return None
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return value
+
+
+def config_columns(df: pd.DataFrame) -> list[str]:
+    """The config columns of a study frame (``df.attrs`` when present, else the TrainConfig fields)."""
+    columns = df.attrs.get("config_columns") or [f.name for f in dataclasses.fields(TrainConfig)]
+    return [c for c in columns if c in df.columns]
+
+
+def swept_params(df: pd.DataFrame) -> dict[str, list[str]]:
+    """``{method: [hyperparameters taking more than one value across its trials]}`` (seed, noise excluded)."""
+    candidates = [c for c in config_columns(df) if c not in NOT_HYPERPARAMS]
+    candidates.sort(key=lambda c: (PARAM_ORDER.index(c) if c in PARAM_ORDER else len(PARAM_ORDER)))
+    swept: dict[str, list[str]] = {}
+    for method, group in df.groupby("method", sort=False):
+        swept[str(method)] = [c for c in candidates if len({value_key(v) for v in group[c]}) > 1]
+    return swept
+
+
+def _method_label(row: pd.Series, params: list[str]) -> tuple[str, str]:
+    """Method label and method key of a trial."""
+    values = [(param_name(p), format_value(row[p])) for p in params]
+    label = method_name(row["method"]) + (f" ({', '.join(f'{n}={v}' for n, v in values)})" if values else "")
+    key = "_".join([str(row["method"])] + [f"{n}{v}" for n, v in values])
+    return label, re.sub(r"[^A-Za-z0-9._=+-]+", "-", key)
+
+
+def _last(series: pd.Series) -> Any:
+    values = series.dropna()
+    return values.iloc[-1] if len(values) else np.nan
+
+
+def final_results(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial: config, ``status``, ``finished``, ``last_epoch``, ``final_test_acc``
+    (test accuracy at the last reported epoch), ``best_test_acc``, ``train_time`` (seconds),
+    ``seconds_per_epoch``, ``lc_acc``, ``lc_matrix`` (last reported), ``method_label`` and ``method_key``.
+    """
+    if df.empty:
+        raise EbomlcError("the study frame is empty")
+    configs = config_columns(df)
+    records = []
+    for _, trial in df.groupby("trial_dir", sort=False):
+        reported = trial[trial["epoch"].notna()]
+        last = trial.iloc[-1]
+        record = {c: last[c] for c in TRIAL_COLUMNS + configs if c in trial.columns}
+        record["last_epoch"] = int(reported["epoch"].max()) if len(reported) else 0
+        for column, name in (("test_acc", "final_test_acc"), ("lc_acc", "lc_acc")):
+            record[name] = _last(reported[column]) if column in reported else np.nan
+        record["best_test_acc"] = reported["test_acc"].max() if "test_acc" in reported else np.nan
+        if "train_time" in reported and reported["train_time"].notna().any():
+            record["train_time"] = _last(reported["train_time"])
+        else:
+            record["train_time"] = reported["epoch_time"].sum() if "epoch_time" in reported else np.nan
+        record["seconds_per_epoch"] = reported["epoch_time"].mean() if "epoch_time" in reported else np.nan
+        matrices = reported["lc_matrix"].dropna() if "lc_matrix" in reported else []
+        record["lc_matrix"] = matrices.iloc[-1] if len(matrices) else None
+        records.append(record)
+    final = pd.DataFrame.from_records(records)
+    final["finished"] = final["finished"].astype(bool)
+    swept = swept_params(final)
+    labels = [_method_label(row, swept.get(str(row["method"]), [])) for _, row in final.iterrows()]
+    final["method_label"] = [label for label, _ in labels]
+    final["method_key"] = [key for _, key in labels]
+    final.attrs = {**df.attrs, "swept": swept}
+    return sort_final(final)
+
+
+def _sortable(value: Any) -> tuple:
+    value = value_key(value)
+    if value is None:
+        return (2, 0.0, "")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
+
+
+def sort_final(final: pd.DataFrame) -> pd.DataFrame:
+    """Rows in the paper's order: dataset, method (CE, baselines, MLC, MLC-D, EBOMLC, others), swept values,
+    setting (uniform 0..80%, flip), seed."""
+    swept = final.attrs.get("swept") or swept_params(final)
+
+    def key(row: pd.Series) -> tuple:
+        method = str(row.get("method"))
+        return (str(row.get("dataset")), METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER),
+                method, tuple(_sortable(row[p]) for p in swept.get(method, [])), setting_order(row["setting"]),
+                _sortable(row.get("seed")))
+
+    order = sorted(range(len(final)), key=lambda i: key(final.iloc[i]))
+    out = final.iloc[order].reset_index(drop=True)
+    out.attrs = dict(final.attrs)
+    return out
+
+
+def datasets(final: pd.DataFrame) -> list[str]:
+    """The datasets of a study, in order of appearance."""
+    return [str(d) for d in final["dataset"].dropna().unique()] if "dataset" in final else []
+
+
+def one_dataset(final: pd.DataFrame, dataset: str | None) -> tuple[pd.DataFrame, str | None]:
+    """The rows of ``dataset``; with ``None`` the study must have a single dataset."""
+    names = datasets(final)
+    if dataset is None:
+        if len(names) > 1:
+            raise EbomlcError(f"the study has several datasets ({', '.join(names)}); choose one with dataset=")
+        return final, (names[0] if names else None)
+    if dataset not in names:
+        raise EbomlcError(f"no trials on dataset {dataset!r}; the study has: {', '.join(names) or 'none'}")
+    return final[final["dataset"] == dataset], dataset
+
+
+def method_labels(final: pd.DataFrame) -> list[str]:
+    """Method labels in table order."""
+    firsts = final.drop_duplicates("method_label")
+    firsts.attrs = dict(final.attrs)
+    return list(sort_final(firsts)["method_label"])
+
+
+def settings(final: pd.DataFrame) -> list[str]:
+    """Setting labels in table order (uniform 0..80%, then flip)."""
+    return sorted(final["setting"].unique(), key=setting_order)
+
+
+def missing_cells(final: pd.DataFrame, dataset: str | None = None) -> pd.DataFrame:
+    """Cells (method label x setting) of the rank table with fewer finished seeds than the study has.
+
+    Columns: ``dataset, method (label), setting, expected, finished, unfinished, errored, pending, note``.
+    """
+    columns = ["dataset", "method", "setting", "expected", "finished", "unfinished", "errored", "pending", "note"]
+    rows = []
+    for name in ([dataset] if dataset is not None else datasets(final) or [None]):
+        part = final if name is None else final[final["dataset"] == name]
+        expected = max(int(part["seed"].nunique()) if "seed" in part else 1, 1)
+        counts = part.groupby(["method_label", "setting"])["status"].value_counts().unstack(fill_value=0)
+        for label in method_labels(part):
+            for setting in settings(part):
+                n = {s: int(counts.loc[(label, setting), s]) if (label, setting) in counts.index
+                     and s in counts.columns else 0 for s in ("finished", "unfinished", "errored", "pending")}
+                if n["finished"] >= expected:
+                    continue
+                if not any(n.values()):
+                    note = "no trials"
+                else:
+                    others = [f"{n[s]} {s}" for s in ("unfinished", "errored", "pending") if n[s]]
+                    note = f"{n['finished']} of {expected} seed{'s' * (expected != 1)} finished"
+                    note += f" ({', '.join(others)})" if others else ""
+                rows.append({"dataset": name, "method": label, "setting": setting, "expected": expected, **n,
+                             "note": note})
+    return pd.DataFrame(rows, columns=columns)

@@ -1,0 +1,166 @@
+"""Ray Tune studies end to end on digits: a small study, a diverging trial, a search, and a
+driver killed with SIGKILL that resumes every trial from its checkpoint."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tune.launch import resume_study, run_study, study_status
+from tune.spec import load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+ROW_KEYS = {"epoch", "lr", "test_acc", "test_loss", "upper_loss", "lower_loss", "value_gap", "lambda", "lc_acc",
+            "lc_acc_clean", "lc_acc_corrupted", "epoch_time", "train_time"}
+FAST = {"gold_fraction": 0.05, "device": "cpu", "max_steps_per_epoch": 2}
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray for this module (2 CPUs, no dashboard), never a cluster another session runs."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    if started:
+        ray.shutdown()
+
+
+def trial_dirs(path: Path) -> list[Path]:
+    return sorted(p.parent for p in Path(path).glob("*/params.json"))
+
+
+def results(trial: Path) -> list[dict]:
+    file = trial / "result.json"
+    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()] if file.exists() else []
+
+
+def test_trials_share_noisy_data_unless_the_data_options_differ():
+    import torch
+
+    from ebomlc import TrainConfig
+    from tune.trainable import shared_data
+
+    def data(**options):
+        return shared_data(TrainConfig(dataset="digits", gold_fraction=0.05, **options).resolved(), torch.device("cpu"))
+
+    base = data(method="ebomlc", seed=1, rho=0.5, epochs=3)
+    assert data(method="ce", seed=1, main_lr=0.01) is base  # training options only: shared
+    assert data(method="ce", seed=2, data_seed=1) is base
+    assert data(method="ce", seed=2) is not base  # seed 2 draws other noise (data_seed = seed)
+    assert data(method="ce", seed=1, corruption_level=0.6) is not base
+
+
+def test_two_trial_study_writes_the_documented_layout(ray_session, tmp_path):
+    spec = {"name": "two", "dataset": "digits", "methods": ["ce", "ebomlc"],
+            "options": {**FAST, "epochs": 2, "corruption_level": 0.4}}
+    path = run_study(spec, storage=str(tmp_path), progress=False)
+    assert path == tmp_path / "two"
+    assert load_spec(yaml.safe_load((path / "study.yaml").read_text())).name == "two"
+    trials = trial_dirs(path)
+    assert len(trials) == 2
+    by_method = {}
+    for trial in trials:
+        params = json.loads((trial / "params.json").read_text())
+        assert {"method", "dataset", "corruption_type", "corruption_level", "seed"} <= set(params)
+        assert params["dataset"] == "digits" and params["corruption_level"] == 0.4
+        rows = results(trial)
+        assert [r["epoch"] for r in rows] == [1, 2]
+        by_method[params["method"]] = rows
+    assert ROW_KEYS <= set(by_method["ebomlc"][0])
+    matrix = by_method["ebomlc"][-1]["lc_matrix"]
+    assert len(matrix) == 10 and all(len(r) == 10 for r in matrix) and sum(map(sum, matrix)) > 0
+    assert "lc_matrix" not in by_method["ebomlc"][0]
+    assert "lc_matrix" not in by_method["ce"][-1] and {"test_acc", "train_loss"} <= set(by_method["ce"][-1])
+    table = study_status(path)
+    assert list(table["state"]) == ["TERMINATED"] * 2 and list(table["epoch"]) == [2, 2]
+    assert set(table["method"]) == {"ce", "ebomlc"} and table["test_acc"].between(0, 1).all()
+
+
+def test_a_diverging_trial_errors_and_the_study_goes_on(ray_session, tmp_path, capsys):
+    from ebomlc.cli import main
+
+    spec = {"name": "diverge", "dataset": "digits", "methods": ["ce"], "max_failures": 0,
+            "options": {**FAST, "epochs": 2}, "grid": {"main_lr": [0.1, 1.0e20]}}
+    file = tmp_path / "diverge.yaml"
+    file.write_text(yaml.safe_dump(spec))
+    assert main(["study", "run", str(file), "--storage", str(tmp_path), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "1 trial(s) errored" in err and "DivergedError: training diverged at epoch 1" in err
+    table = study_status(tmp_path / "diverge").set_index("main_lr")
+    assert table.loc[0.1, "state"] == "TERMINATED" and table.loc[0.1, "epoch"] == 2
+    assert table.loc[1e20, "state"] == "ERROR" and "non-finite train_loss" in table.loc[1e20, "error"]
+    assert main(["study", "run", str(file), "--storage", str(tmp_path), "--quiet"]) == 2  # exists: resume it
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_optuna_search_with_asha(ray_session, tmp_path):
+    spec = {"name": "search", "dataset": "digits", "methods": ["ebomlc"], "options": {**FAST, "epochs": 3},
+            "search": {"num_samples": 3, "seed": 0, "scheduler": {"type": "asha", "grace_period": 1},
+                       "space": {"rho": {"uniform": [0.0, 1.0]}, "inner_steps": {"int": [1, 2]}}}}
+    path = run_study(spec, storage=str(tmp_path), progress=False)
+    table = study_status(path)
+    assert len(table) == 3 and set(table["state"]) == {"TERMINATED"}
+    assert table["rho"].between(0, 1).all() and set(table["inner_steps"]) <= {1, 2}
+    assert table["epoch"].max() == 3  # ASHA may stop some trials earlier
+    for trial in trial_dirs(path):
+        params = json.loads((trial / "params.json").read_text())
+        assert params["method"] == "ebomlc" and params["dataset"] == "digits" and "rho" in params
+
+
+def test_killed_driver_resumes_every_trial_from_its_checkpoint(ray_session, tmp_path):
+    epochs = 4
+    spec = {"name": "killed", "dataset": "digits", "methods": ["ebomlc"], "grid": {"seed": [1, 2]},
+            "options": {"gold_fraction": 0.05, "device": "cpu", "epochs": epochs, "max_steps_per_epoch": 10}}
+    file = tmp_path / "killed.yaml"
+    file.write_text(yaml.safe_dump(spec))
+    path = tmp_path / "killed"
+    env = dict(os.environ, TUNE_GLOBAL_CHECKPOINT_S="1")
+    driver = subprocess.Popen([sys.executable, "-m", "ebomlc", "study", "run", str(file), "--storage", str(tmp_path),
+                               "--quiet"], cwd=ROOT, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while not _state_mentions_a_checkpoint(path):  # the experiment state knows a trial's checkpoint
+            assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no trial checkpointed in time"
+            time.sleep(0.1)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
+        driver.wait()
+    before = {trial.name: results(trial) for trial in trial_dirs(path)}
+    assert not all(len(rows) == epochs for rows in before.values()), "the study finished before the kill"
+
+    resume_study(path)
+
+    trials = trial_dirs(path)
+    assert len(trials) == 2 and len(study_status(path)) == 2
+    assert sorted(json.loads((t / "params.json").read_text())["seed"] for t in trials) == [1, 2]
+    continued = 0
+    for trial in trials:
+        rows = results(trial)
+        assert [r["epoch"] for r in rows] == list(range(1, epochs + 1)), trial.name  # each epoch once
+        done_before = len(before.get(trial.name, []))
+        if 0 < done_before < epochs:  # killed mid-trial: the first epoch after resume continues it
+            assert rows[done_before]["pid"] != rows[done_before - 1]["pid"]
+            assert rows[done_before]["epoch"] > 1
+            continued += 1
+    assert continued >= 1
+    assert set(study_status(path)["state"]) == {"TERMINATED"}
+
+
+def _state_mentions_a_checkpoint(path: Path) -> bool:
+    for state in path.glob("experiment_state-*.json"):
+        try:
+            if "checkpoint_0000" in state.read_text():
+                return True
+        except OSError:
+            pass
+    return False

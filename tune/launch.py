@@ -1,0 +1,174 @@
+"""Run, resume and inspect studies: ``run_study``, ``resume_study``, ``study_status``.
+
+A study is a standard Ray Tune experiment directory ``<storage>/<name>/``: Tune's own state
+(``tuner.pkl``, ``experiment_state-*.json``), the spec as ``study.yaml``, and one directory per
+trial with ``params.json`` (its training options), ``result.json`` (one line per epoch) and
+checkpoints. Without an address a private local Ray instance is started; ``address="auto"``
+joins a running cluster (``ray up cluster.yaml``).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from ebomlc.errors import EbomlcError
+
+from . import storage as store
+from .spec import StudySpec, check_name, load_spec
+from .status import SPEC_FILE, read_study_spec, study_status
+
+__all__ = ["run_study", "resume_study", "study_status", "study_location"]
+
+
+def run_study(spec: str | Path | Mapping[str, Any], storage: str | None = None, name: str | None = None,
+              address: str | None = None, progress: bool = True) -> Path | str:
+    """Run a study to the end; return its experiment directory ``<storage>/<name>``.
+
+    ``spec`` is a YAML path or a parsed dict; ``storage`` a directory or URI (default
+    ``runs/studies``); ``name`` overrides the spec's. Everything is validated before Ray starts and
+    nothing is written for a bad spec. Trials that error (e.g. diverge) do not stop the study.
+    Returns a ``Path``, or the URI text for cloud storage.
+    """
+    study = load_spec(spec)
+    if name is not None:
+        study = dataclasses.replace(study, name=check_name(name, "--name"))
+    location = study_location(storage, study.name)
+    if _has_experiment(location):
+        raise EbomlcError(f"study {location} already exists; continue it with `ebomlc study resume {location}` "
+                          f"or choose another --name")
+    from .search import search_setup
+
+    setup = search_setup(study, data_root=Path.cwd())
+    if address is None:
+        _check_data(setup.known_configs)
+    with _ray(address), _tune_env():
+        from ray import tune as ray_tune
+
+        store.write_text(store.join(location, SPEC_FILE), study.to_yaml())
+        tuner = ray_tune.Tuner(
+            _trainable(study), param_space=setup.param_space,
+            tune_config=ray_tune.TuneConfig(
+                metric=study.metric, mode=study.mode, search_alg=setup.search_alg, scheduler=setup.scheduler,
+                num_samples=setup.num_samples, max_concurrent_trials=study.max_concurrent, reuse_actors=True,
+                trial_dirname_creator=TrialDirName(tuple(study.swept_keys()))),
+            run_config=ray_tune.RunConfig(
+                name=study.name, storage_path=location.rsplit("/", 1)[0], verbose=1 if progress else 0,
+                progress_reporter=_reporter(study) if progress else None,
+                checkpoint_config=ray_tune.CheckpointConfig(num_to_keep=study.checkpoint_keep),
+                failure_config=ray_tune.FailureConfig(max_failures=study.max_failures)))
+        tuner.fit()
+    return store.as_path(location)
+
+
+def resume_study(path: str | Path, retry_errored: bool = False, address: str | None = None) -> Path | str:
+    """Continue an interrupted study: finished trials stay, interrupted ones continue from their
+    last checkpoint, and with ``retry_errored`` errored ones too. Returns the experiment directory."""
+    location = store.resolve(path)
+    if not _has_experiment(location):
+        raise EbomlcError(f"no study to resume in {location} (no tuner.pkl); give the directory "
+                          f"<storage>/<name> that `ebomlc study run` printed")
+    study = read_study_spec(location)
+    if study is None:
+        raise EbomlcError(f"{location} has no {SPEC_FILE}; it was not started by `ebomlc study run`")
+    with _ray(address), _tune_env():
+        from ray import tune as ray_tune
+
+        tuner = ray_tune.Tuner.restore(location, trainable=_trainable(study), resume_unfinished=True,
+                                       resume_errored=retry_errored, restart_errored=False)
+        tuner.fit()
+    return store.as_path(location)
+
+
+def _has_experiment(location: str) -> bool:
+    """Whether ``location`` already holds a Tune experiment."""
+    return store.exists(store.join(location, "tuner.pkl"))
+
+
+def study_location(storage: str | None, name: str) -> str:
+    """``<storage>/<name>``, absolute (or a URI); ``storage`` defaults to ``runs/studies``."""
+    return store.join(store.resolve(storage or store.DEFAULT_STORAGE), name)
+
+
+@dataclass(frozen=True)
+class TrialDirName:
+    """Trial directory names from the swept options: ``ebomlc_corruption_level=0.2_seed=1_<id>``."""
+
+    keys: tuple[str, ...]
+
+    def __call__(self, trial) -> str:
+        parts = [_short(trial.config.get(k)) if k == "method" else f"{k}={_short(trial.config.get(k))}"
+                 for k in self.keys]
+        return "_".join([*parts, trial.trial_id])[-150:].replace("/", "-").replace(" ", "")
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _trainable(study: StudySpec):
+    from ray import tune as ray_tune
+
+    from .trainable import train_trial
+
+    trainable = ray_tune.with_parameters(train_trial, checkpoint_every=study.checkpoint_every)
+    return ray_tune.with_resources(trainable, {"cpu": study.cpu, "gpu": study.gpu})
+
+
+def _reporter(study: StudySpec):
+    from ray.tune import CLIReporter
+
+    return CLIReporter(parameter_columns=study.swept_keys(), metric_columns=["epoch", study.metric],
+                       max_report_frequency=15, sort_by_metric=False)
+
+
+def _check_data(configs: list[dict[str, Any]]) -> None:
+    """Local runs: load each dataset once in the driver, so a missing one fails before Ray starts
+    (and a folder of JPEGs is decoded into the cache once, not by every trial)."""
+    from ebomlc.data import cached_dataset
+
+    for key in {(c["dataset"], c["data_dir"], c["download"]) for c in configs}:
+        cached_dataset(*key)
+
+
+@contextlib.contextmanager
+def _ray(address: str | None) -> Iterator[None]:
+    """Use the running Ray of this process, else connect to ``address``, else start a private one."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    try:
+        if address is None:
+            ray.init(address="local", include_dashboard=False, logging_level="WARNING")
+        else:
+            ray.init(address=address, logging_level="WARNING")
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise EbomlcError(f"cannot connect to Ray at {address!r}: {str(exc).splitlines()[0]}") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+#: Tune's classic table reporter (one compact table: trials, swept options, epoch, metric), and no
+#: warning about frequent experiment snapshots (short epochs checkpoint often, which is intended).
+TUNE_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+
+
+@contextlib.contextmanager
+def _tune_env() -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in TUNE_ENV}
+    os.environ.update(TUNE_ENV)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

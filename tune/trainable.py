@@ -1,0 +1,62 @@
+"""The Tune function trainable: ``ebomlc.train.Trainer`` epochs, reported and checkpointed.
+
+Each epoch's metrics row goes to ``tune.report``; the full trainer state is checkpointed every
+``checkpoint_every`` epochs and at the end, and a restarted trial continues exactly from
+``tune.get_checkpoint()``. The noisy dataset is built once per worker process for each
+(dataset, noise, gold fraction, data seed, ...) and shared by the trials that worker runs.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune as ray_tune
+
+from ebomlc.config import TrainConfig
+from ebomlc.data import NoisyData
+from ebomlc.train import Trainer, data_key, load_data, resolve_device
+from ebomlc.train.checkpoint import load_torch, save_torch
+
+STATE_FILE = "trainer.pt"
+_DATA: OrderedDict[tuple, NoisyData] = OrderedDict()
+_DATA_SLOTS = 4
+
+
+def shared_data(config: TrainConfig, device: torch.device) -> NoisyData:
+    """The noisy data of a resolved ``config``, memoised per process (trials only read it)."""
+    key = (str(device), *data_key(config))
+    if key not in _DATA:
+        _DATA[key] = load_data(config, device)
+        while len(_DATA) > _DATA_SLOTS:
+            _DATA.popitem(last=False)
+    _DATA.move_to_end(key)
+    return _DATA[key]
+
+
+def train_trial(config: dict[str, Any], checkpoint_every: int = 1) -> None:
+    """Run one trial: ``config`` holds TrainConfig options (a flat dict, Ray's ``params.json``)."""
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # a line per checkpoint
+    cfg = TrainConfig.from_dict(config).resolved()
+    device = resolve_device(cfg.device)
+    trainer = Trainer(cfg, data=shared_data(cfg, device), device=device)
+    checkpoint = ray_tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            trainer.load_state_dict(load_torch(Path(folder) / STATE_FILE))
+    while trainer.epoch < cfg.epochs:
+        row = trainer.run_epoch()  # DivergedError: Tune records the trial as errored
+        last = trainer.epoch == cfg.epochs
+        if last:
+            matrix = trainer.label_correction_matrix()
+            if matrix is not None:
+                row = {**row, "lc_matrix": matrix.tolist()}
+        if last or trainer.epoch % checkpoint_every == 0:
+            with tempfile.TemporaryDirectory(prefix="ebomlc-ckpt-") as folder:
+                save_torch(trainer.state_dict(), Path(folder) / STATE_FILE)
+                ray_tune.report(row, checkpoint=ray_tune.Checkpoint.from_directory(folder))
+        else:
+            ray_tune.report(row)
