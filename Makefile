@@ -19,10 +19,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	rm -rf runs/demo
-	$(PY) -m ebomlc train --method ebomlc --dataset digits --corruption_level 0.6 --gold_fraction 0.05 \
-		--epochs 15 --runid demo --out runs/demo
-	@echo "demo run written to runs/demo (metrics.csv, summary.json, label_correction.csv)"
+	rm -rf runs/studies/quickstart
+	$(PY) -m ebomlc study run tune/studies/quickstart.yaml
+	$(PY) -m ebomlc analyze runs/studies/quickstart
+	@echo "study in runs/studies/quickstart; tables and plots in runs/studies/quickstart/analysis"
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

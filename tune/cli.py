@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas only when a table is printed: `ebomlc train` starts without it
+    import pandas as pd
 
 EXAMPLES = """examples:
   ebomlc study run tune/studies/quickstart.yaml                 # local Ray, results in runs/studies/quickstart
