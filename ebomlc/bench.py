@@ -23,7 +23,6 @@ from .methods import METHODS, Batch, StepContext
 from .models import SmallCNN, resnet32
 
 MODELS = {"resnet32": (3, 32, 10), "digits_cnn": (1, 8, 10)}  # channels, size, classes
-DEFAULT_METHODS = ["ce", "mlc", "mlcbome", "ebomlc", "glc", "l2rw", "mwnet"]
 
 
 def _variant(name: str) -> tuple[str, dict]:
