@@ -116,9 +116,9 @@ def test_optuna_search_with_asha(ray_session, tmp_path):
 
 
 def test_killed_driver_resumes_every_trial_from_its_checkpoint(ray_session, tmp_path):
-    epochs = 4
+    epochs = 6  # ~40 steps an epoch: long enough that no trial finishes before the kill on a fast machine
     spec = {"name": "killed", "dataset": "digits", "methods": ["ebomlc"], "grid": {"seed": [1, 2]},
-            "options": {"gold_fraction": 0.05, "device": "cpu", "epochs": epochs, "max_steps_per_epoch": 10}}
+            "options": {"gold_fraction": 0.05, "device": "cpu", "epochs": epochs, "bs": 32}}
     file = tmp_path / "killed.yaml"
     file.write_text(yaml.safe_dump(spec))
     path = tmp_path / "killed"
