@@ -38,14 +38,9 @@ def test_glc_switches_phase_with_a_fresh_model():
     assert any(not torch.equal(before[k], v) for k, v in t.model.state_dict().items())
 
 
-def _tiny_setup():
-    ctx = make_ctx("l2rw")
-    batch = make_batch(n=6)
-    return ctx, batch
-
-
-def test_l2rw_weights_equal_brute_force():
-    ctx, batch = _tiny_setup()
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_l2rw_weights_equal_brute_force(arch):
+    ctx, batch = make_ctx("l2rw", arch=arch), make_batch(seed=1 if arch == "mlp" else 2, n=6, arch=arch)
     model = ctx.model
     names, w = zip(*model.named_parameters())
     u, _ = l2rw_weights(ctx, batch)
@@ -65,11 +60,12 @@ def test_l2rw_weights_equal_brute_force():
     torch.testing.assert_close(u, raw / raw.sum())
 
 
-def test_mwnet_meta_gradient_matches_finite_differences():
-    ctx = make_ctx("mwnet")
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_mwnet_meta_gradient_matches_finite_differences(arch):
+    ctx = make_ctx("mwnet", arch=arch)
     torch.manual_seed(0)
     ctx.meta = WeightNet().double()
-    batch = make_batch(n=6)
+    batch = make_batch(n=6, arch=arch)
     meta_grads, _, _ = mwnet_gradients(ctx, batch)
     model, vnet, eta = ctx.model, ctx.meta, ctx.lr
     names, w = zip(*model.named_parameters())

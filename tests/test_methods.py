@@ -9,7 +9,7 @@ from torch.func import functional_call
 from ebomlc.methods import METHODS, barrier_lambda, mlc_gradients, reference_update
 from ebomlc.methods.losses import lower_loss, mixture_upper_loss, reference_upper_loss, soft_ce
 
-from .tiny import clone_ctx, make_batch, make_ctx
+from .tiny import clone_ctx, make_batch, make_ctx, plain_twin
 
 
 # ------------------------------------------------------------------ naive, independent losses
@@ -65,10 +65,11 @@ def test_lower_loss_weights_silver_and_clean_by_size():
 
 
 # ------------------------------------------------------------------ MLC hypergradient
-def test_mlc_meta_gradient_matches_finite_differences():
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_mlc_meta_gradient_matches_finite_differences(arch):
     K = 1
-    ctx = make_ctx("mlc", inner_steps=K)
-    batch = make_batch()
+    ctx = make_ctx("mlc", arch=arch, inner_steps=K)
+    batch = make_batch(arch=arch)
     _, meta_grads, _, _ = mlc_gradients(ctx, batch)
     model, meta, eta = ctx.model, ctx.meta, ctx.lr
     w = params(model)
@@ -94,14 +95,17 @@ def test_mlc_meta_gradient_matches_finite_differences():
     torch.testing.assert_close(analytic, numeric, rtol=1e-6, atol=1e-9)
 
 
-def test_mlc_two_step_lookahead_matches_unrolled_autograd():
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_mlc_two_step_lookahead_matches_unrolled_autograd(arch):
     # With K > 1 the meta input h_{w_1} depends on a through w_1; the feature is detached by
     # definition (SPEC.md), so finite differences of the function do not apply. Compare with the
-    # fully unrolled look-ahead written out independently instead.
-    ctx = make_ctx("mlc", inner_steps=2)
-    batch = make_batch()
+    # fully unrolled look-ahead written out independently instead, through PyTorch's own layers
+    # (second order in w: the double backward's terms in x and the weights).
+    ctx = make_ctx("mlc", arch=arch, inner_steps=2)
+    batch = make_batch(arch=arch)
+    model = plain_twin(ctx.model)
     _, meta_grads, _, _ = mlc_gradients(ctx, batch)
-    model, meta, eta = ctx.model, ctx.meta, ctx.lr
+    meta, eta = ctx.meta, ctx.lr
     a = {k: t.clone().requires_grad_(True) for k, t in params(meta).items()}
     w_look = {k: t.clone().requires_grad_(True) for k, t in params(model).items()}
     for step in range(2):

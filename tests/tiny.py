@@ -5,12 +5,15 @@ import copy
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ebomlc import TrainConfig
 from ebomlc.methods import Batch, StepContext
 from ebomlc.models import MetaNet
+from ebomlc.models.layers import BatchNorm2d, Conv2d
 
 D_IN, H, K = 6, 5, 3
+C_IN, SIZE = 2, 6  # TinyConv's input images
 
 
 class Tiny(nn.Module):
@@ -25,9 +28,35 @@ class Tiny(nn.Module):
         return self.lin2(h), h
 
 
-def make_ctx(method: str, seed: int = 0, lr: float = 0.3, **overrides) -> StepContext:
+class TinyConv(nn.Module):
+    """The layers of the real models (conv-BN-ReLU, a stride-2 conv-BN, pooling, linear), tiny.
+    ``plain`` builds it from ``nn.Conv2d`` / ``nn.BatchNorm2d`` (same parameter names)."""
+
+    def __init__(self, plain: bool = False):
+        super().__init__()
+        conv, bn = (nn.Conv2d, nn.BatchNorm2d) if plain else (Conv2d, BatchNorm2d)
+        self.conv1, self.bn1 = conv(C_IN, 4, 3, 1, 1, bias=False), bn(4)
+        self.conv2, self.bn2 = conv(4, H, 3, 2, 1, bias=False), bn(H)
+        self.lin = nn.Linear(H, K)
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = torch.tanh(self.bn2(self.conv2(h))).mean((2, 3))
+        return self.lin(h), h
+
+
+def plain_twin(model: nn.Module) -> nn.Module:
+    """``model`` rebuilt from PyTorch's own layers, with the same parameters and buffers."""
+    if not isinstance(model, TinyConv):
+        return copy.deepcopy(model)
+    twin = TinyConv(plain=True).to(next(model.parameters()).dtype)
+    twin.load_state_dict(model.state_dict())
+    return twin
+
+
+def make_ctx(method: str, seed: int = 0, lr: float = 0.3, arch: str = "mlp", **overrides) -> StepContext:
     torch.manual_seed(seed)
-    model = Tiny().double()
+    model = (Tiny() if arch == "mlp" else TinyConv()).double()
     cfg = TrainConfig(method=method, dataset="digits", main_lr=lr, meta_lr=1e-2, **overrides).resolved()
     meta = MetaNet(H, K, cls_dim=4, hidden=8, reference=cfg.variant == "reference").double()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -46,7 +75,8 @@ def clone_ctx(ctx: StepContext, **overrides) -> StepContext:
     return StepContext(model, meta, opt, meta_opt, cfg)
 
 
-def make_batch(seed: int = 1, n: int = 8) -> Batch:
+def make_batch(seed: int = 1, n: int = 8, arch: str = "mlp") -> Batch:
     g = torch.Generator().manual_seed(seed)
-    return Batch(torch.randn(n, D_IN, generator=g, dtype=torch.float64), torch.randint(0, K, (n,), generator=g),
-                 torch.randn(n, D_IN, generator=g, dtype=torch.float64), torch.randint(0, K, (n,), generator=g))
+    shape = (n, D_IN) if arch == "mlp" else (n, C_IN, SIZE, SIZE)
+    return Batch(torch.randn(shape, generator=g, dtype=torch.float64), torch.randint(0, K, (n,), generator=g),
+                 torch.randn(shape, generator=g, dtype=torch.float64), torch.randint(0, K, (n,), generator=g))

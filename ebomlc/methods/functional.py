@@ -22,3 +22,16 @@ def call_at(model: nn.Module, names: Sequence[str], weights: Sequence[torch.Tens
     statistics are updated (the reference variant's behaviour); otherwise copies absorb it."""
     buffers = dict(model.named_buffers()) if update_bn else buffer_copies(model)
     return functional_call(model, ({**dict(zip(names, weights)), **buffers}), (x,))
+
+
+def call_live(model: nn.Module, x: torch.Tensor):
+    """``(model(x), names, weights)`` at the live parameters, through non-leaf views of them.
+
+    Gradients taken with respect to the views equal those of the parameters, and ``backward``
+    still reaches ``.grad``. Because the views are not leaves, a later differentiation of
+    ``grad_w`` in the meta parameters alone skips every term in ``w`` (autograd cannot prune
+    leaves under ``autograd.grad``; for convolutions that term is a full weight-gradient pass).
+    """
+    names, params = zip(*model.named_parameters())
+    weights = [p.view_as(p) for p in params]
+    return call_at(model, names, weights, x, update_bn=True), names, weights

@@ -10,14 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from .base import Batch, StepContext
-from .functional import call_at
+from .functional import call_at, call_live
 
 
 def l2rw_weights(ctx: StepContext, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """``(u, per-example silver losses l(w))``; the losses keep their graph for the main step."""
     model = ctx.model
-    names, w = zip(*model.named_parameters())
-    logits, _ = model(batch.x_silver)
+    (logits, _), names, w = call_live(model, batch.x_silver)
     losses = F.cross_entropy(logits, batch.y_silver, reduction="none")
     eps = torch.zeros_like(losses, requires_grad=True)
     grads = torch.autograd.grad((eps * losses).sum(), w, create_graph=True)

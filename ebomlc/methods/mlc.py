@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .base import Batch, StepContext
-from .functional import call_at
+from .functional import call_at, call_live
 from .losses import lower_loss, mixture_upper_loss
 
 
@@ -17,13 +17,12 @@ def mlc_gradients(ctx: StepContext, batch: Batch):
     back into ``w``. K > 1 unrolls the look-ahead (second order through every ``w_k``).
     """
     cfg, model, meta = ctx.config, ctx.model, ctx.meta
-    names, w = zip(*model.named_parameters())
     a = list(meta.parameters())
     x_up, y_up, x_c, y_c = batch.gold_halves(cfg.mix)
     n_s = batch.x_silver.shape[0]
     x_low = batch.x_silver if x_c is None else torch.cat([batch.x_silver, x_c])
 
-    logits, feature = model(x_low)
+    (logits, feature), names, w = call_live(model, x_low)
     meta_log_probs = meta(feature[:n_s].detach(), batch.y_silver)
     g = lower_loss(logits[:n_s], meta_log_probs, logits[n_s:] if x_c is not None else None, y_c)
     grad_w_g = torch.autograd.grad(g, w, create_graph=True)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..config import TrainConfig
 from .base import Batch, StepContext
-from .functional import call_at
+from .functional import call_at, call_live
 
 
 class WeightNet(nn.Module):
@@ -33,8 +33,7 @@ def weight_net(feature_dim: int, num_classes: int, config: TrainConfig) -> nn.Mo
 def mwnet_gradients(ctx: StepContext, batch: Batch):
     """``(grad_theta F(w'(theta)), per-example silver losses l(w), F(w'))``."""
     model, vnet = ctx.model, ctx.meta
-    names, w = zip(*model.named_parameters())
-    logits, _ = model(batch.x_silver)
+    (logits, _), names, w = call_live(model, batch.x_silver)
     losses = F.cross_entropy(logits, batch.y_silver, reduction="none")
     weighted = (vnet(losses.detach()) * losses).mean()
     grads = torch.autograd.grad(weighted, w, create_graph=True)

@@ -6,14 +6,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .layers import BatchNorm2d, Conv2d
+
 
 class BasicBlock(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv1 = Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = BatchNorm2d(planes)
+        self.conv2 = Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = BatchNorm2d(planes)
         self.pad = planes - in_planes if (stride != 1 or in_planes != planes) else 0
         self.stride = stride
 
@@ -35,8 +37,8 @@ class ResNetCifar(nn.Module):
 
     def __init__(self, num_classes: int = 10, blocks_per_stage: int = 5, in_channels: int = 3):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
+        self.conv1 = Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        self.bn1 = BatchNorm2d(16)
         layers, in_planes = [], 16
         for planes, stride in ((16, 1), (32, 2), (64, 2)):
             for i in range(blocks_per_stage):

@@ -6,16 +6,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .layers import BatchNorm2d, Conv2d
+
 
 class SmallCNN(nn.Module):
     def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, 2 * width, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(2 * width)
-        self.conv3 = nn.Conv2d(2 * width, 64, 3, 1, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(64)
+        self.conv1 = Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        self.bn1 = BatchNorm2d(width)
+        self.conv2 = Conv2d(width, 2 * width, 3, 1, 1, bias=False)
+        self.bn2 = BatchNorm2d(2 * width)
+        self.conv3 = Conv2d(2 * width, 64, 3, 1, 1, bias=False)
+        self.bn3 = BatchNorm2d(64)
         self.fc = nn.Linear(64, num_classes)
         self.feature_dim = 64
 
