@@ -1,6 +1,7 @@
 """Conv2d / BatchNorm2d with the cheap double backward equal PyTorch's layers: bit for bit in the
 forward and first backward, to rounding in every second-order term, and the hypergradient path
 runs only the kernels it needs."""
+import contextlib
 from collections import Counter
 
 import pytest
@@ -9,6 +10,7 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ebomlc.methods.functional import call_live
+from ebomlc.models import meta_gradient_only
 
 from .tiny import TinyConv, plain_twin
 
@@ -82,3 +84,38 @@ def test_meta_gradient_runs_only_the_forward_convolutions_and_one_batchnorm_back
     assert ops.calls["convolution_backward"] == 0  # no weight- or input-gradient convolutions
     assert ops.calls["native_batch_norm_backward"] == 2  # the symmetric map, once per BatchNorm
     assert ops.calls["var"] == 0 and ops.calls["var_mean"] == 0  # never the general formula
+
+
+def test_graph_built_for_meta_gradients_only_keeps_no_output_gradients_and_refuses_terms_in_w():
+    ours, _ = _pair()
+    x = torch.randn(6, 2, 6, 6, dtype=torch.float64)
+    a = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    results = []
+    for meta_only in (False, True):
+        (logits, _), _, w = call_live(ours, x)
+        with meta_gradient_only() if meta_only else contextlib.nullcontext():
+            first = torch.autograd.grad((logits * a).sum() + logits.square().sum(), w, create_graph=True)
+        s = sum(f.square().sum() for f in first)
+        saved = [t for node in _nodes(s.grad_fn) for t in _saved(node)]
+        results.append((torch.autograd.grad(s, [a], retain_graph=True)[0], len(saved)))
+        if meta_only:
+            with pytest.raises(RuntimeError, match="meta_gradient_only"):
+                torch.autograd.grad(s, w)
+    (full, n_full), (lean, n_lean) = results
+    torch.testing.assert_close(lean, full, rtol=0, atol=0)
+    assert n_lean == n_full - 4  # one output gradient fewer per conv and per BatchNorm
+
+
+def _nodes(root):
+    seen, stack = set(), [root]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        yield node
+        stack.extend(n for n, _ in node.next_functions)
+
+
+def _saved(node):
+    return [t for t in getattr(node, "saved_tensors", ()) if t is not None] if hasattr(node, "saved_tensors") else []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..models import meta_gradient_only
 from .base import Batch, StepContext
 from .functional import call_at, call_live
 
@@ -19,7 +20,8 @@ def l2rw_weights(ctx: StepContext, batch: Batch) -> tuple[torch.Tensor, torch.Te
     (logits, _), names, w = call_live(model, batch.x_silver)
     losses = F.cross_entropy(logits, batch.y_silver, reduction="none")
     eps = torch.zeros_like(losses, requires_grad=True)
-    grads = torch.autograd.grad((eps * losses).sum(), w, create_graph=True)
+    with meta_gradient_only():  # differentiated below in eps only
+        grads = torch.autograd.grad((eps * losses).sum(), w, create_graph=True)
     w_look = [p.detach() - ctx.lr * g for p, g in zip(w, grads)]
     gold_logits, _ = call_at(model, names, w_look, batch.x_gold)
     grad_eps, = torch.autograd.grad(F.cross_entropy(gold_logits, batch.y_gold), eps)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..models import meta_gradient_only
 from .base import Batch, StepContext
 from .functional import call_at, call_live
 from .losses import lower_loss, mixture_upper_loss
@@ -25,7 +26,8 @@ def mlc_gradients(ctx: StepContext, batch: Batch):
     (logits, feature), names, w = call_live(model, x_low)
     meta_log_probs = meta(feature[:n_s].detach(), batch.y_silver)
     g = lower_loss(logits[:n_s], meta_log_probs, logits[n_s:] if x_c is not None else None, y_c)
-    grad_w_g = torch.autograd.grad(g, w, create_graph=True)
+    with meta_gradient_only():  # differentiated below in a only (w_look starts from detached w)
+        grad_w_g = torch.autograd.grad(g, w, create_graph=True)
 
     eta = ctx.lr
     w_look = [p.detach() - eta * gw for p, gw in zip(w, grad_w_g)]  # depends on a only

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from .layers import meta_gradient_only
 from .meta import MetaNet
 from .resnet import ResNetCifar, resnet32
 from .small_cnn import SmallCNN
 
-__all__ = ["MetaNet", "ResNetCifar", "SmallCNN", "resnet32", "build_main_model"]
+__all__ = ["MetaNet", "meta_gradient_only", "ResNetCifar", "SmallCNN", "resnet32", "build_main_model"]
 
 
 def build_main_model(dataset: str, num_classes: int, in_channels: int) -> nn.Module:

@@ -15,9 +15,14 @@ the backward, which computes only the terms the running backward will use:
   ``x_hat * gg_gamma + gg_beta``, instead of PyTorch's dozens of elementwise passes.
 
 Terms in ``x`` and the weights (second order in ``w``, e.g. K > 1 look-aheads) are computed
-exactly, and only when the engine will use them.
+exactly, and only when the engine will use them. Inside :func:`meta_gradient_only` the graph
+of the backward keeps no output gradients at all (they serve only the terms in ``w``), which
+saves about one activation-sized tensor per layer.
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -26,6 +31,30 @@ from torch.autograd.graph import get_gradient_edge
 
 _bn_backward = torch.ops.aten.native_batch_norm_backward.default
 _conv_backward = torch.ops.aten.convolution_backward.default
+
+
+_meta_only_depth = 0  # a plain global: CUDA runs backward on the engine's own threads
+
+
+@contextmanager
+def meta_gradient_only() -> Iterator[None]:
+    """Graphs of ``grad_w`` built (``create_graph=True``) inside will be differentiated only in
+    parameters that reach the loss through the output gradient (a meta model, per-example
+    weights), never in ``w`` or the activations: their backward nodes keep no output gradients.
+    Asking such a graph for a term in ``w`` later raises an error instead of a wrong number."""
+    global _meta_only_depth
+    _meta_only_depth += 1
+    try:
+        yield
+    finally:
+        _meta_only_depth -= 1
+
+
+def _needs_output_gradient(grad_y: torch.Tensor | None) -> torch.Tensor:
+    if grad_y is None:
+        raise RuntimeError("a second derivative in the weights or activations was requested from a graph built "
+                           "under meta_gradient_only(); build it outside that context")
+    return grad_y
 
 
 def _normalised(x: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor) -> torch.Tensor:
@@ -64,7 +93,7 @@ class _Backward(torch.autograd.Function):
     @staticmethod
     def forward(ctx, grad_y, x, gamma, mean, invstd, eps):
         grads = _bn_backward(grad_y, x, gamma, None, None, mean, invstd, True, eps, [True, True, True])
-        ctx.save_for_backward(grad_y, x, gamma, mean, invstd)
+        ctx.save_for_backward(None if _meta_only_depth else grad_y, x, gamma, mean, invstd)
         ctx.eps = eps
         return grads
 
@@ -75,7 +104,7 @@ class _Backward(torch.autograd.Function):
         if ctx.needs_input_grad[0]:  # M gg_x + x_hat gg_gamma + gg_beta (M symmetric)
             shape = (1, -1) + (1,) * (x.dim() - 2)
             total = (_bn_backward(gg_x, x, gamma, None, None, mean, invstd, True, ctx.eps, [True, False, False])[0]
-                     if gg_x is not None else torch.zeros_like(grad_y))
+                     if gg_x is not None else torch.zeros_like(x))
             if gg_gamma is not None:
                 total = total + _normalised(x, mean, invstd) * gg_gamma.view(shape)
             if gg_beta is not None:
@@ -83,13 +112,13 @@ class _Backward(torch.autograd.Function):
             out[0] = total
         if gg_x is not None and ctx.needs_input_grad[2] and _engine_needs(gamma):
             # grad_x is linear in gamma: d<gg_x, grad_x>/d gamma = sum(gg_x * grad_x at gamma = 1)
-            unit = _bn_backward(grad_y, x, torch.ones_like(gamma), None, None, mean, invstd, True, ctx.eps,
-                                [True, False, False])[0]
+            unit = _bn_backward(_needs_output_gradient(grad_y), x, torch.ones_like(gamma), None, None, mean, invstd,
+                                True, ctx.eps, [True, False, False])[0]
             out[2] = (gg_x * unit).sum([0] + list(range(2, x.dim())))
         if ctx.needs_input_grad[1] and _engine_needs(x):  # second derivative in x: the general formula
             with torch.enable_grad():
                 leaf = x.detach().requires_grad_()
-                grads = _backward_formula(grad_y.detach(), leaf, gamma.detach(), ctx.eps)
+                grads = _backward_formula(_needs_output_gradient(grad_y).detach(), leaf, gamma.detach(), ctx.eps)
                 pairs = [(g, c) for g, c in zip(grads, (gg_x, gg_gamma, gg_beta)) if c is not None and g.requires_grad]
                 if pairs:
                     (out[1],) = torch.autograd.grad([g for g, _ in pairs], [leaf], [c for _, c in pairs],
@@ -123,7 +152,7 @@ class _ConvBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, grad_y, x, weight, stride, padding, mask):
-        ctx.save_for_backward(grad_y, x, weight)
+        ctx.save_for_backward(None if _meta_only_depth else grad_y, x, weight)
         ctx.conv = (stride, padding)
         grad_x, grad_w, _ = _conv_backward(grad_y, x, weight, None, stride, padding, [1, 1], False, [0, 0], 1,
                                            [mask[0], mask[1], False])
@@ -137,13 +166,13 @@ class _ConvBackward(torch.autograd.Function):
         if ctx.needs_input_grad[0]:  # d<gg_x, conv_T(grad_y, W)> + d<gg_W, wgrad(x, grad_y)> in grad_y
             terms = [F.conv2d(t, w, None, stride, padding) for t, w in ((gg_x, weight), (x, gg_w)) if t is not None
                      and w is not None]
-            out[0] = sum(terms[1:], terms[0]) if terms else torch.zeros_like(grad_y)
+            out[0] = sum(terms[1:], terms[0]) if terms else None
         if gg_w is not None and ctx.needs_input_grad[1] and _engine_needs(x):  # wgrad is linear in x
-            out[1] = _conv_backward(grad_y, x, gg_w, None, stride, padding, [1, 1], False, [0, 0], 1,
-                                    [True, False, False])[0]
+            out[1] = _conv_backward(_needs_output_gradient(grad_y), x, gg_w, None, stride, padding, [1, 1], False,
+                                    [0, 0], 1, [True, False, False])[0]
         if gg_x is not None and ctx.needs_input_grad[2] and _engine_needs(weight):  # conv_T is linear in W
-            out[2] = _conv_backward(grad_y, gg_x, weight, None, stride, padding, [1, 1], False, [0, 0], 1,
-                                    [False, True, False])[1]
+            out[2] = _conv_backward(_needs_output_gradient(grad_y), gg_x, weight, None, stride, padding, [1, 1],
+                                    False, [0, 0], 1, [False, True, False])[1]
         return tuple(out)
 
 
