@@ -150,6 +150,49 @@ def benchmark(names: list[str], models: list[str], device: str = "auto", steps: 
     return results
 
 
+def time_epochs(names: list[str], dataset: str = "digits", data_dir: str | None = None, device: str = "auto",
+                rounds: int = 2, max_steps: int | None = None, bs: int = 100) -> dict:
+    """Seconds per training epoch of each method through the real ``Trainer`` on one shared noisy
+    dataset; epochs run interleaved across methods, ``rounds`` times, the first round is warm-up
+    (with ``rounds`` = 1 it is the measurement). Evaluation is not included."""
+    from .train.loop import Trainer, load_data, resolve_device
+
+    dev = resolve_device(device)
+    names = ["ce"] + [n for n in names if n != "ce"]
+    configs = {}
+    for n in names:
+        method, overrides = _variant(n)
+        configs[n] = TrainConfig(method=method, dataset=dataset, data_dir=data_dir, bs=bs, epochs=max(rounds, 2),
+                                 max_steps_per_epoch=max_steps, **overrides).resolved()
+    data = load_data(configs["ce"], dev)  # identical noisy data for every method
+    trainers = {n: Trainer(c, data, dev) for n, c in configs.items()}
+    seconds: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(rounds):
+        for n, trainer in trainers.items():
+            seconds[n].append(trainer.run_epoch()["epoch_time"])
+    timed = {n: (s[1:] if rounds > 1 else s) for n, s in seconds.items()}
+    steps = trainers["ce"].steps_per_epoch  # ce trains on silver and gold together: compare per silver image
+    methods = {}
+    for n in names:
+        sec = statistics.median(timed[n])
+        silver = trainers[n].steps_per_epoch * bs
+        methods[n] = {"s_per_epoch": sec, "steps": trainers[n].steps_per_epoch, "silver_images_per_s": silver / sec,
+                      "ratio_to_ce": (sec / trainers[n].steps_per_epoch) / (statistics.median(timed["ce"]) / steps)}
+    label = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    return {"device": label, "dataset": dataset, "torch": torch.__version__, "batch": bs, "rounds": rounds,
+            "max_steps_per_epoch": max_steps, "methods": methods}
+
+
+def format_epochs(result: dict) -> str:
+    lines = [f"whole epochs on {result['dataset']}, {result['device']}, batch {result['batch']}, "
+             f"median of {max(result['rounds'] - 1, 1)} timed epoch(s) after warm-up",
+             f"{'method':<16}{'s/epoch':>10}{'steps':>8}{'silver img/s':>14}{'x ce/step':>11}"]
+    for n, m in result["methods"].items():
+        lines.append(f"{n:<16}{m['s_per_epoch']:>10.2f}{m['steps']:>8}{m['silver_images_per_s']:>14.0f}"
+                     f"{m['ratio_to_ce']:>11.2f}")
+    return "\n".join(lines) + "\n"
+
+
 def format_table(results: list[dict]) -> str:
     lines = []
     for r in results:
@@ -171,8 +214,18 @@ def run_bench_command(a) -> int:
     unknown = [n for n in a.methods if _variant(n)[0] not in METHODS]
     if unknown:
         raise EbomlcError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    results = benchmark(a.methods, a.models, a.device, a.steps, a.warmup, memory=not a.no_memory)
-    print(format_table(results))
+    if a.epoch_rounds < 1 or (a.epoch_steps is not None and a.epoch_steps < 1):
+        raise EbomlcError("--epoch_rounds and --epoch_steps must be positive integers")
+    if not a.models and not a.epochs:
+        raise EbomlcError("nothing to time: give --models and/or --epochs")
+    results = []
+    if a.models:
+        results = benchmark(a.methods, a.models, a.device, a.steps, a.warmup, memory=not a.no_memory)
+        print(format_table(results))
+    if a.epochs:
+        epochs = time_epochs(a.methods, a.epochs, a.data_dir, a.device, a.epoch_rounds, a.epoch_steps)
+        print(format_epochs(epochs))
+        results.append({"model": f"epoch:{a.epochs}", **epochs})
     if a.json:
         from .train.checkpoint import save_json
 

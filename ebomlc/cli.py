@@ -96,12 +96,20 @@ def _cmd_train(a: argparse.Namespace) -> int:
 def _add_bench_command(sub) -> None:
     p = sub.add_parser("bench", help="time one training step of each method",
                        description="Time one training step of every method on the same model, batch and "
-                       "device (interleaved, median, ratio to ce) and measure each step's peak memory.")
+                       "device (interleaved, median, ratio to ce) and measure each step's peak memory; "
+                       "with --epochs, also whole training epochs on real data.")
     p.add_argument("--methods", nargs="+", default=["ce", "mlc", "mlcbome", "ebomlc", "ebomlc:partial", "glc",
                                                     "l2rw", "mwnet"],
                    help="methods to time; METHOD:partial times grad_q_w=partial (default: all)")
-    p.add_argument("--models", nargs="+", default=["resnet32", "digits_cnn"], choices=["resnet32", "digits_cnn"],
-                   help="ResNet-32 on 3x32x32 and/or the digits CNN on 1x8x8, batches of 100 random images")
+    p.add_argument("--models", nargs="*", default=["resnet32", "digits_cnn"], choices=["resnet32", "digits_cnn"],
+                   help="ResNet-32 on 3x32x32 and/or the digits CNN on 1x8x8, batches of 100 random images "
+                   "(none: skip the step timing)")
+    p.add_argument("--epochs", choices=["digits", "cifar10", "cifar100"],
+                   help="also time whole training epochs of each method on this dataset (cifar needs --data_dir)")
+    p.add_argument("--data_dir", help="where the CIFAR data are (pickles or a train/ test/ image tree)")
+    p.add_argument("--epoch_rounds", type=int, default=2,
+                   help="epochs per method, interleaved; the first is warm-up when > 1 (default: %(default)s)")
+    p.add_argument("--epoch_steps", type=int, help="cap the steps of each timed epoch (CPU: CIFAR epochs are long)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per method (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per method first (default: %(default)s)")
