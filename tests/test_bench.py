@@ -50,3 +50,19 @@ def test_bad_input_is_one_line(capsys, flags, message):
     assert main(["bench", *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_packing_benchmark_runs_workers_side_by_side(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "packing.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "packing.py"
+    subprocess.run([sys.executable, str(script), "--levels", "2", "1", "--steps", "2", "--epochs", "1",
+                    "--json", str(out)], check=True, capture_output=True, text=True, timeout=300)
+    report = json.loads(out.read_text())
+    assert [r["workers"] for r in report["levels"]] == [1, 2]
+    one, two = report["levels"]
+    assert one["throughput_vs_one"] == 1.0 and two["steps_per_s"] > 0
+    assert two["throughput_vs_one"] == pytest.approx(two["steps_per_s"] / one["steps_per_s"])
