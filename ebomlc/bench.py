@@ -59,7 +59,12 @@ def _sync(device: torch.device) -> None:
 
 
 def time_steps(names: list[str], model_name: str, device: torch.device, steps: int, warmup: int) -> dict:
-    """Median ms per step of each method, measured interleaved in this process."""
+    """Median ms per step of each method, measured interleaved in this process (on CPU with the
+    allocator setting of training runs, :func:`retain_freed_cpu_memory`)."""
+    if device.type == "cpu":
+        from .train.allocator import retain_freed_cpu_memory
+
+        retain_freed_cpu_memory()
     runners = {n: make_step(n, model_name, device)[0] for n in names}
     for _ in range(warmup):
         for run in runners.values():

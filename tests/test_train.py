@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -107,3 +108,16 @@ def test_argparse_errors_are_one_line(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "invalid float value" in err[0]
+
+
+def test_cpu_allocator_setting_respects_the_users_environment():
+    import subprocess
+    import sys
+
+    code = "from ebomlc.train.allocator import retain_freed_cpu_memory as r; print(r(), r())"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    applied = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert applied.stdout.split() == ["True", "True"]  # glibc on Linux; idempotent
+    kept = subprocess.run([sys.executable, "-c", code], env={**env, "MALLOC_TRIM_THRESHOLD_": "0"},
+                          capture_output=True, text=True, check=True)
+    assert kept.stdout.split() == ["False", "False"]

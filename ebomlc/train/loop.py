@@ -20,6 +20,7 @@ from ..data.batches import GoldStream, epoch_batches, steps_per_epoch
 from ..errors import EbomlcError
 from ..methods import METHODS, Batch, StepContext
 from ..models import build_main_model
+from .allocator import retain_freed_cpu_memory
 from .evaluate import evaluate_test, label_correction
 
 
@@ -67,6 +68,8 @@ class Trainer:
         self.config = config = config.resolved()
         self.method = METHODS[config.method]
         self.device = device or resolve_device(config.device)
+        if self.device.type == "cpu":
+            retain_freed_cpu_memory()
         self.data = data if data is not None else load_data(config, self.device)
         d = self.data
         torch.manual_seed(config.seed)
