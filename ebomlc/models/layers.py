@@ -57,24 +57,34 @@ def _needs_output_gradient(grad_y: torch.Tensor | None) -> torch.Tensor:
     return grad_y
 
 
+def _per_channel(x: torch.Tensor) -> tuple[list[int], tuple[int, ...]]:
+    """``(dims reduced over, shape that broadcasts a per-channel vector)`` for ``x`` of N, C, ..."""
+    return [0] + list(range(2, x.dim())), (1, -1) + (1,) * (x.dim() - 2)
+
+
 def _normalised(x: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor) -> torch.Tensor:
-    shape = (1, -1) + (1,) * (x.dim() - 2)
+    shape = _per_channel(x)[1]
     return (x - mean.view(shape)) * invstd.view(shape)
 
 
 def _backward_formula(grad_y: torch.Tensor, x: torch.Tensor, gamma: torch.Tensor, eps: float):
     """``(grad_x, grad_gamma, grad_beta)`` of training-mode BatchNorm in differentiable ops."""
-    dims = [0] + list(range(2, x.dim()))
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    mean = x.mean(dims)
+    dims, shape = _per_channel(x)
     invstd = (x.var(dims, unbiased=False) + eps).rsqrt()
-    x_hat = (x - mean.view(shape)) * invstd.view(shape)
+    x_hat = _normalised(x, x.mean(dims), invstd)
     grad_beta = grad_y.sum(dims)
     grad_gamma = (grad_y * x_hat).sum(dims)
     count = x.numel() // x.shape[1]
     grad_x = (gamma * invstd).view(shape) * (grad_y - (grad_beta / count).view(shape)
                                               - x_hat * (grad_gamma / count).view(shape))
     return grad_x, grad_gamma, grad_beta
+
+
+def _conv_grads(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride, padding, mask) -> tuple:
+    """``(grad_x, grad_W)`` of ``y = conv2d(x, W)`` (no bias, groups or dilation); ``mask`` says which."""
+    grad_x, grad_w, _ = _conv_backward(grad_y, x, weight, None, stride, padding, [1, 1], False, [0, 0], 1,
+                                       [mask[0], mask[1], False])
+    return grad_x, grad_w
 
 
 def _engine_needs(t: torch.Tensor | None) -> bool:
@@ -101,8 +111,8 @@ class _Backward(torch.autograd.Function):
     def backward(ctx, gg_x, gg_gamma, gg_beta):
         grad_y, x, gamma, mean, invstd = ctx.saved_tensors
         out = [None] * 6
+        dims, shape = _per_channel(x)
         if ctx.needs_input_grad[0]:  # M gg_x + x_hat gg_gamma + gg_beta (M symmetric)
-            shape = (1, -1) + (1,) * (x.dim() - 2)
             total = (_bn_backward(gg_x, x, gamma, None, None, mean, invstd, True, ctx.eps, [True, False, False])[0]
                      if gg_x is not None else torch.zeros_like(x))
             if gg_gamma is not None:
@@ -114,7 +124,7 @@ class _Backward(torch.autograd.Function):
             # grad_x is linear in gamma: d<gg_x, grad_x>/d gamma = sum(gg_x * grad_x at gamma = 1)
             unit = _bn_backward(_needs_output_gradient(grad_y), x, torch.ones_like(gamma), None, None, mean, invstd,
                                 True, ctx.eps, [True, False, False])[0]
-            out[2] = (gg_x * unit).sum([0] + list(range(2, x.dim())))
+            out[2] = (gg_x * unit).sum(dims)
         if ctx.needs_input_grad[1] and _engine_needs(x):  # second derivative in x: the general formula
             with torch.enable_grad():
                 leaf = x.detach().requires_grad_()
@@ -154,9 +164,7 @@ class _ConvBackward(torch.autograd.Function):
     def forward(ctx, grad_y, x, weight, stride, padding, mask):
         ctx.save_for_backward(None if _meta_only_depth else grad_y, x, weight)
         ctx.conv = (stride, padding)
-        grad_x, grad_w, _ = _conv_backward(grad_y, x, weight, None, stride, padding, [1, 1], False, [0, 0], 1,
-                                           [mask[0], mask[1], False])
-        return grad_x, grad_w
+        return _conv_grads(grad_y, x, weight, stride, padding, mask)
 
     @staticmethod
     def backward(ctx, gg_x, gg_w):
@@ -168,11 +176,9 @@ class _ConvBackward(torch.autograd.Function):
                      and w is not None]
             out[0] = sum(terms[1:], terms[0]) if terms else None
         if gg_w is not None and ctx.needs_input_grad[1] and _engine_needs(x):  # wgrad is linear in x
-            out[1] = _conv_backward(_needs_output_gradient(grad_y), x, gg_w, None, stride, padding, [1, 1], False,
-                                    [0, 0], 1, [True, False, False])[0]
+            out[1] = _conv_grads(_needs_output_gradient(grad_y), x, gg_w, stride, padding, (True, False))[0]
         if gg_x is not None and ctx.needs_input_grad[2] and _engine_needs(weight):  # conv_T is linear in W
-            out[2] = _conv_backward(_needs_output_gradient(grad_y), gg_x, weight, None, stride, padding, [1, 1],
-                                    False, [0, 0], 1, [False, True, False])[1]
+            out[2] = _conv_grads(_needs_output_gradient(grad_y), gg_x, weight, stride, padding, (False, True))[1]
         return tuple(out)
 
 
@@ -193,8 +199,7 @@ class _Conv(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph: keep a backward that is cheap to differentiate
             grad_x, grad_w = _ConvBackward.apply(grad_y, x, weight, stride, padding, mask)
         else:
-            grad_x, grad_w, _ = _conv_backward(grad_y, x, weight, None, stride, padding, [1, 1], False, [0, 0], 1,
-                                               [mask[0], mask[1], False])
+            grad_x, grad_w = _conv_grads(grad_y, x, weight, stride, padding, mask)
         return grad_x, grad_w, None, None
 
 
