@@ -53,6 +53,10 @@ def make_step(name: str, model_name: str, device: torch.device, bs: int = 100, s
     return (lambda: method.step(ctx, batch)), bs
 
 
+def _device_label(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -135,7 +139,7 @@ def benchmark(names: list[str], models: list[str], device: str = "auto", steps: 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     names = ["ce"] + [n for n in names if n != "ce"]
-    label = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    label = _device_label(dev)
     results = []
     for model_name in models:
         ms = time_steps(names, model_name, dev, steps, warmup)
@@ -174,17 +178,13 @@ def time_epochs(names: list[str], dataset: str = "digits", data_dir: str | None 
     seconds: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(rounds):
         for n, trainer in trainers.items():
-            seconds[n].append(trainer.run_epoch()["epoch_time"])
-    timed = {n: (s[1:] if rounds > 1 else s) for n, s in seconds.items()}
-    steps = trainers["ce"].steps_per_epoch  # ce trains on silver and gold together: compare per silver image
-    methods = {}
-    for n in names:
-        sec = statistics.median(timed[n])
-        silver = trainers[n].steps_per_epoch * bs
-        methods[n] = {"s_per_epoch": sec, "steps": trainers[n].steps_per_epoch, "silver_images_per_s": silver / sec,
-                      "ratio_to_ce": (sec / trainers[n].steps_per_epoch) / (statistics.median(timed["ce"]) / steps)}
-    label = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    return {"device": label, "dataset": dataset, "torch": torch.__version__, "batch": bs, "rounds": rounds,
+            seconds[n].append(trainer.run_epoch(evaluate=False)["epoch_time"])
+    per_epoch = {n: statistics.median(s[1:] if rounds > 1 else s) for n, s in seconds.items()}
+    steps = {n: trainer.steps_per_epoch for n, trainer in trainers.items()}
+    ce_per_step = per_epoch["ce"] / steps["ce"]  # ce trains on silver and gold together: compare per step
+    methods = {n: {"s_per_epoch": per_epoch[n], "steps": steps[n], "silver_images_per_s": steps[n] * bs / per_epoch[n],
+                   "ratio_to_ce": per_epoch[n] / steps[n] / ce_per_step} for n in names}
+    return {"device": _device_label(dev), "dataset": dataset, "torch": torch.__version__, "batch": bs, "rounds": rounds,
             "max_steps_per_epoch": max_steps, "methods": methods}
 
 

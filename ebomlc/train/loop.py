@@ -160,8 +160,9 @@ class Trainer:
         n = len(index)
         return Batch(x[:n], self.y_train[index], x[n:], self.data.y_gold[gold])
 
-    def run_epoch(self, on_step: Callable[[int, int], None] | None = None) -> dict:
-        """Train one epoch, evaluate, append and return the epoch's metrics row."""
+    def run_epoch(self, on_step: Callable[[int, int], None] | None = None, evaluate: bool = True) -> dict:
+        """Train one epoch, evaluate, append and return the epoch's metrics row. ``evaluate=False``
+        leaves out the test and label-correction metrics (timing runs)."""
         cfg = self.config
         if self.method.on_epoch_start is not None:
             self.method.on_epoch_start(self)
@@ -191,8 +192,8 @@ class Trainer:
                                 f"(lower --main_lr or --meta_lr)")
         self.epoch += 1
         self.train_time += epoch_time
-        row = {"epoch": self.epoch, "lr": lr, **row, **evaluate_test(self.model, self.data)}
-        if self.method.corrects_labels:
+        row = {"epoch": self.epoch, "lr": lr, **row, **(evaluate_test(self.model, self.data) if evaluate else {})}
+        if evaluate and self.method.corrects_labels:
             lc, _ = label_correction(self.model, self.meta, self.data)
             row.update(lc)
         row["epoch_time"] = epoch_time
