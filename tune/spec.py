@@ -411,13 +411,18 @@ def _option_value(where: str, key: Any, value: Any) -> Any:
     return value
 
 
-def _number(where: str, value: Any, low: float | None = None, low_open: bool = False) -> float:
+def _as_float(where: str, value: Any, what: str) -> float:
+    """``float(value)`` for a number or numeric text (not a bool); else "must be ``what``"."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ConfigError(f"{where}: must be a number, got {value!r}")
+        raise ConfigError(f"{where}: must be {what}, got {value!r}")
     try:
-        number = float(value)
+        return float(value)
     except ValueError:
-        raise ConfigError(f"{where}: must be a number, got {value!r}") from None
+        raise ConfigError(f"{where}: must be {what}, got {value!r}") from None
+
+
+def _number(where: str, value: Any, low: float | None = None, low_open: bool = False) -> float:
+    number = _as_float(where, value, "a number")
     if not math.isfinite(number):
         raise ConfigError(f"{where}: must be a finite number, got {value!r}")
     if low is not None and (number < low or (low_open and number == low)):
@@ -426,12 +431,7 @@ def _number(where: str, value: Any, low: float | None = None, low_open: bool = F
 
 
 def _integer(where: str, value: Any, low: int | None = None, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ConfigError(f"{where}: must be an integer, got {value!r}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{where}: must be an integer, got {value!r}") from None
+    number = _as_float(where, value, "an integer")
     if not math.isfinite(number) or number != int(number):
         raise ConfigError(f"{where}: must be an integer, got {value!r}")
     if (low is not None and number < low) or (high is not None and number > high):
