@@ -118,4 +118,4 @@ def _nodes(root):
 
 
 def _saved(node):
-    return [t for t in getattr(node, "saved_tensors", ()) if t is not None] if hasattr(node, "saved_tensors") else []
+    return [t for t in getattr(node, "saved_tensors", ()) if t is not None]
