@@ -135,8 +135,8 @@ def test_killed_driver_resumes_every_trial_from_its_checkpoint(ray_session, tmp_
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
         driver.wait()
-    before = {trial.name: results(trial) for trial in trial_dirs(path)}
-    assert not all(len(rows) == epochs for rows in before.values()), "the study finished before the kill"
+    checkpointed = _checkpointed_epochs(path)  # what the resume will know: trial -> epoch of its checkpoint
+    assert any(0 < epoch < epochs for epoch in checkpointed.values()), f"no trial killed mid-run: {checkpointed}"
 
     resume_study(path)
 
@@ -147,17 +147,26 @@ def test_killed_driver_resumes_every_trial_from_its_checkpoint(ray_session, tmp_
     for trial in trials:
         rows = results(trial)
         assert [r["epoch"] for r in rows] == list(range(1, epochs + 1)), trial.name  # each epoch once
-        done_before = len(before.get(trial.name, []))
-        if 0 < done_before < epochs:  # killed mid-trial: a later epoch continues it in a new process
-            # (the trial's worker may report an epoch more while the kill reaches it, so look for
-            # the switch at or after the epochs seen before the kill)
-            old_pid = rows[done_before - 1]["pid"]
-            moved = next((i for i, row in enumerate(rows) if row["pid"] != old_pid), None)
-            assert moved is not None and moved >= done_before and rows[moved]["epoch"] > 1, trial.name
-            assert all(row["pid"] != old_pid for row in rows[moved:])
+        done = checkpointed.get(trial.name, 0)
+        if 0 < done < epochs:  # killed after its checkpoint at `done`: continued from there in a new process
+            old_pid = rows[done - 1]["pid"]
+            assert all(row["pid"] == old_pid for row in rows[:done]), trial.name
+            assert all(row["pid"] != old_pid for row in rows[done:]), trial.name
             continued += 1
+        # (a trial whose first checkpoint had not reached the experiment state restarts from epoch 1)
     assert continued >= 1
     assert set(study_status(path)["state"]) == {"TERMINATED"}
+
+
+def _checkpointed_epochs(path: Path) -> dict[str, int]:
+    """Trial directory name -> epoch of the last checkpoint the newest experiment state records."""
+    state = json.loads(max(path.glob("experiment_state-*.json")).read_text())
+    epochs = {}
+    for trial_json, run_json in state["trial_data"]:
+        trial, last = json.loads(trial_json), json.loads(run_json).get("last_result") or {}
+        if last.get("checkpoint_dir_name"):
+            epochs[trial["relative_logdir"]] = last["epoch"]
+    return epochs
 
 
 def _state_mentions_a_checkpoint(path: Path) -> bool:
