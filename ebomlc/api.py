@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .correct import correct_run, trainer_corrections
+from .correct import correct_run, require_label_correcting, trainer_corrections
 from .errors import DataError
 
 __all__ = ["correct_labels", "fit_correct"]
@@ -57,16 +57,16 @@ def fit_correct(x: np.ndarray, noisy_labels: Sequence[int], gold_indices: Sequen
     """
     from .config import TrainConfig
     from .data import RawDataset, build_labelled_data
-    from .data.labels import check_gold, check_labels
+    from .data.labels import check_gold, check_labels, label_array
     from .errors import ConfigError
-    from .methods import METHODS
     from .train import Trainer, resolve_device
 
     x = _images(x, "x")
     n = len(x)
-    given = np.asarray(noisy_labels)
+    given = label_array(noisy_labels, "noisy_labels")
     if num_classes is None:
-        seen = [given] + [np.asarray(a) for a in (true_labels, y_test) if a is not None]
+        seen = [given] + [label_array(a, what) for a, what in ((true_labels, "true_labels"), (y_test, "y_test"))
+                          if a is not None]
         num_classes = int(max(int(a.max()) for a in seen if a.size)) + 1 if given.size else 0
     if num_classes < 2:
         raise DataError(f"num_classes must be at least 2, got {num_classes}")
@@ -84,8 +84,7 @@ def fit_correct(x: np.ndarray, noisy_labels: Sequence[int], gold_indices: Sequen
         y_test = check_labels(y_test, len(x_test), num_classes, "y_test")
         if x_test.shape[1:] != x.shape[1:]:
             raise DataError(f"x_test images have shape {list(x_test.shape[1:])}, x has {list(x.shape[1:])}")
-    if METHODS.get(method) is None or not METHODS[method].corrects_labels:
-        raise ConfigError(f"method {method!r} has no label-correcting meta model; use mlc, mlcbome or ebomlc")
+    require_label_correcting(method, "fit_correct got")
     known = {f.name for f in dataclasses.fields(TrainConfig)} - {
         "method", "dataset", "epochs", "seed", "device", "data_dir", "download", "noisy_labels", "gold_indices",
         "noise_file", "noise_key", "corruption_type", "corruption_level"}

@@ -115,7 +115,13 @@ def _add_bench_command(sub) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per method first (default: %(default)s)")
     p.add_argument("--no_memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--json", help="write the results as JSON to this path")
-    p.set_defaults(func=lambda a: __import__("ebomlc.bench", fromlist=["run_bench_command"]).run_bench_command(a))
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(a: argparse.Namespace) -> int:
+    from .bench import run_bench_command  # torch loads only when the command runs
+
+    return run_bench_command(a)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,13 +12,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
-import torch
+from .errors import ConfigError, EbomlcError
 
-from .errors import EbomlcError
-
-if TYPE_CHECKING:  # pandas is imported lazily: the CLI starts without it
+if TYPE_CHECKING:  # numpy, torch and pandas are imported lazily: the CLI starts without them
+    import numpy as np
     import pandas as pd
+    import torch
 
     from .train import Trainer
 
@@ -30,7 +29,9 @@ def correction_table(probs: torch.Tensor | np.ndarray, given: torch.Tensor | np.
                      index: np.ndarray, paths: Sequence[str] | None = None) -> "pd.DataFrame":
     """The table from corrected-label probabilities ``[n, K]`` of silver images with labels
     ``given`` at training indices ``index``; likeliest mistakes first."""
+    import numpy as np
     import pandas as pd
+    import torch
 
     p = probs.detach().cpu().double().numpy() if torch.is_tensor(probs) else np.asarray(probs, dtype=np.float64)
     given = given.detach().cpu().numpy() if torch.is_tensor(given) else np.asarray(given)
@@ -46,17 +47,26 @@ def correction_table(probs: torch.Tensor | np.ndarray, given: torch.Tensor | np.
     table["confidence"] = p[rows, corrected]
     table["given_label_prob"] = p[rows, given]
     table["changed"] = corrected != given
-    order = np.lexsort((index, p[rows, given]))  # ascending given_label_prob, ties by index
+    order = np.lexsort((index, table["given_label_prob"].to_numpy()))  # ascending given_label_prob, ties by index
     return table.iloc[order].reset_index(drop=True)
+
+
+def require_label_correcting(method: str, what: str) -> None:
+    """Raise unless ``method`` trains a label-correcting meta model; ``what`` says where it comes from
+    (``"run DIR was trained with"``)."""
+    from .methods import METHODS
+
+    if method not in METHODS or not METHODS[method].corrects_labels:
+        fixers = ", ".join(m for m, v in METHODS.items() if v.corrects_labels)
+        raise ConfigError(f"{what} --method {method}, which has no label-correcting meta model; "
+                          f"use one of {fixers}")
 
 
 def trainer_corrections(trainer: "Trainer", paths: Sequence[str] | None = None) -> "pd.DataFrame":
     """:func:`correction_table` of a trainer's current main and meta model on its silver set."""
     from .train.evaluate import corrected_labels
 
-    if not trainer.method.corrects_labels:
-        raise EbomlcError(f"method {trainer.config.method} has no label-correcting meta model; "
-                          f"use mlc, mlcbome or ebomlc")
+    require_label_correcting(trainer.config.method, "this trainer was built with")
     d = trainer.data
     probs = corrected_labels(trainer.model, trainer.meta, d)
     return correction_table(probs, d.silver_noisy, d.silver_index, paths)
@@ -65,9 +75,10 @@ def trainer_corrections(trainer: "Trainer", paths: Sequence[str] | None = None) 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple["Trainer", Sequence[str] | None]:
     """The trained models of a run directory with its data rebuilt from the saved configuration,
     and the training image paths (None unless an image folder)."""
+    import torch
+
     from .config import TrainConfig
     from .data import cached_dataset
-    from .methods import METHODS
     from .train import Trainer, resolve_device
     from .train.checkpoint import load_torch
     from .train.rundir import CHECKPOINT
@@ -84,11 +95,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple["Trainer", Seque
         raise
     except Exception as exc:  # noqa: BLE001 - an unreadable checkpoint is one user problem
         raise EbomlcError(f"cannot read {run_dir / CHECKPOINT} ({type(exc).__name__}); is the run intact?") from None
-    method = METHODS.get(config.method)
-    if method is None or not method.corrects_labels:
-        fixers = ", ".join(m for m, v in METHODS.items() if v.corrects_labels)
-        raise EbomlcError(f"run {run_dir} was trained with --method {config.method}, which has no label-correcting "
-                          f"meta model; `ebomlc correct` needs a run of {fixers}")
+    require_label_correcting(config.method, f"run {run_dir} was trained with")
     config.device = device
     config = config.resolved()
     dev = resolve_device(device)

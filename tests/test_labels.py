@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from ebomlc import TrainConfig
 from ebomlc.cli import main
@@ -13,24 +14,7 @@ from ebomlc.data.labels import read_gold_list, read_label_file, read_noise_file
 from ebomlc.errors import ConfigError, DataError
 from ebomlc.train import data_key, load_data, train_run
 
-FAST = dict(dataset="digits", gold_fraction=0.05, device="cpu", bs=100)
-
-
-def auroc(score: np.ndarray, positive: np.ndarray) -> float:
-    """Probability that a random positive scores above a random negative (ties count half)."""
-    order = np.argsort(score, kind="mergesort")
-    ranks = np.empty(len(score))
-    ranks[order] = np.arange(1, len(score) + 1)
-    for value in np.unique(score):  # average ranks of ties
-        tie = score == value
-        ranks[tie] = ranks[tie].mean()
-    n1, n0 = int(positive.sum()), int((~positive).sum())
-    return float((ranks[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def test_auroc_helper():
-    assert auroc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([False, False, True, True])) == 1.0
-    assert auroc(np.array([0.5, 0.5]), np.array([False, True])) == 0.5
+from .tiny import FAST
 
 
 # ---------------------------------------------------------------------------- readers
@@ -254,7 +238,7 @@ def test_correct_ranks_corrupted_labels_first(tmp_path, digits, capsys):
     assert (table["confidence"] >= table["given_label_prob"] - 1e-6).all()
     corrupted = table["given_label"].to_numpy() != digits.y_train[table["index"].to_numpy()]
     assert 0.3 < corrupted.mean() < 0.45
-    score = auroc(-table["given_label_prob"].to_numpy(), corrupted)
+    score = roc_auc_score(corrupted, -table["given_label_prob"].to_numpy())
     print(f"AUROC of the corrected-label ranking: {score:.3f}")
     assert score > 0.75, score
 
@@ -290,3 +274,10 @@ def test_fit_correct_without_true_labels(digits):
     assert table.attrs["summary"]["realised_noise_rate"] is None
     with pytest.raises(DataError, match="overlaps no training image"):
         fit_correct(x, noisy, [400, 401], epochs=1)
+    for labels, message in [(noisy.astype(str), "noisy_labels must hold integer class numbers"),
+                            ([None] * 300, "noisy_labels must hold integer class numbers"),
+                            (np.where(noisy == 0, np.nan, noisy), "noisy_labels must hold whole class numbers")]:
+        with pytest.raises(DataError, match=message):  # before the class count is guessed from them
+            fit_correct(x, labels, gold, epochs=1)
+    with pytest.raises(DataError, match="y_test must hold integer class numbers"):
+        fit_correct(x, noisy, gold, x_test=x[:5], y_test=["a"] * 5, epochs=1)

@@ -8,7 +8,7 @@ from ebomlc import TrainConfig
 from ebomlc.cli import main
 from ebomlc.train import Trainer, train_run
 
-FAST = dict(dataset="digits", gold_fraction=0.05, device="cpu", bs=100)
+from .tiny import FAST
 
 
 def test_ce_learns_on_digits_in_seconds():

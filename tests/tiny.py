@@ -1,4 +1,4 @@
-"""A tiny main model (with BatchNorm) and helpers for exact method tests in float64."""
+"""A tiny main model (with BatchNorm) and helpers for exact method tests in float64; quick digits options."""
 from __future__ import annotations
 
 import copy
@@ -14,6 +14,7 @@ from ebomlc.models.layers import BatchNorm2d, Conv2d
 
 D_IN, H, K = 6, 5, 3
 C_IN, SIZE = 2, 6  # TinyConv's input images
+FAST = dict(dataset="digits", gold_fraction=0.05, device="cpu", bs=100)  # quick digits runs
 
 
 class Tiny(nn.Module):

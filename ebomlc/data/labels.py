@@ -25,8 +25,8 @@ CIFAR_N_KEYS = ("clean_label", "aggre_label", "random_label1", "random_label2", 
 
 
 # ---------------------------------------------------------------------------- validation
-def check_labels(labels: np.ndarray, num_train: int, num_classes: int, what: str) -> np.ndarray:
-    """``labels`` as int64 ``[num_train]`` in ``0..num_classes-1``, or a one-line DataError."""
+def label_array(labels: np.ndarray, what: str) -> np.ndarray:
+    """``labels`` as a 1-D int64 array of whole class numbers, or a one-line DataError."""
     a = np.asarray(labels)
     if a.ndim == 2 and 1 in a.shape:
         a = a.reshape(-1)
@@ -37,10 +37,15 @@ def check_labels(labels: np.ndarray, num_train: int, num_classes: int, what: str
             raise DataError(f"{what} must hold whole class numbers, found non-integer values")
     elif a.dtype.kind not in "iub":
         raise DataError(f"{what} must hold integer class numbers, got {a.dtype} values")
+    return a.astype(np.int64)
+
+
+def check_labels(labels: np.ndarray, num_train: int, num_classes: int, what: str) -> np.ndarray:
+    """``labels`` as int64 ``[num_train]`` in ``0..num_classes-1``, or a one-line DataError."""
+    a = label_array(labels, what)
     if len(a) != num_train:
         raise DataError(f"{what} has {len(a)} labels but the training set has {num_train} images; "
                         f"give exactly one label per training image, in dataset order")
-    a = a.astype(np.int64)
     bad = (a < 0) | (a >= num_classes)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
