@@ -13,11 +13,21 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import queue
 import sys
 import time
 
 
 def _worker(rank: int, args: dict, barrier, results) -> None:
+    try:
+        results.put(_train_packed(rank, args, barrier))
+    except BaseException as exc:  # noqa: BLE001 - any failure: free the others and say why
+        barrier.abort()
+        results.put({"rank": rank, "error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
+
+
+def _train_packed(rank: int, args: dict, barrier) -> dict:
+    """One worker: warm up, wait for the others, time ``epochs`` training epochs."""
     import torch
 
     from ebomlc.config import TrainConfig
@@ -39,8 +49,8 @@ def _worker(rank: int, args: dict, barrier, results) -> None:
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    results.put({"rank": rank, "seconds": seconds, "steps": args["epochs"] * trainer.steps_per_epoch,
-                 "peak_gpu_mem_mb": peak})
+    return {"rank": rank, "seconds": seconds, "steps": args["epochs"] * trainer.steps_per_epoch,
+            "peak_gpu_mem_mb": peak}
 
 
 def run_level(n: int, args: dict) -> dict:
@@ -50,11 +60,19 @@ def run_level(n: int, args: dict) -> dict:
     procs = [ctx.Process(target=_worker, args=(r, args, barrier, results)) for r in range(n)]
     for p in procs:
         p.start()
-    rows = [results.get() for _ in procs]
+    rows = []
+    while len(rows) < n:
+        try:
+            rows.append(results.get(timeout=1.0))
+        except queue.Empty:
+            if any(p.exitcode not in (None, 0) for p in procs):  # killed before it could report
+                barrier.abort()
+                raise RuntimeError(f"a worker of packing level {n} died (exit codes {[p.exitcode for p in procs]})")
     for p in procs:
         p.join()
-    if any(p.exitcode != 0 for p in procs):
-        raise RuntimeError(f"a worker of packing level {n} failed (exit codes {[p.exitcode for p in procs]})")
+    errors = sorted((r["rank"], r["error"]) for r in rows if "error" in r)
+    if errors:
+        raise RuntimeError(f"worker {errors[0][0]} of packing level {n} failed: {errors[0][1]}")
     slowest = max(r["seconds"] for r in rows)
     peaks = [r["peak_gpu_mem_mb"] for r in rows if r["peak_gpu_mem_mb"] is not None]
     return {"workers": n, "steps_per_s": sum(r["steps"] for r in rows) / slowest, "slowest_s": slowest,
@@ -78,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     args = {k: getattr(a, k) for k in ("method", "dataset", "data_dir", "device", "steps", "epochs", "threads")}
     rows = []
     for n in sorted(set(a.levels)):
-        rows.append(run_level(n, args))
+        try:
+            rows.append(run_level(n, args))
+        except RuntimeError as exc:
+            p.exit(2, f"packing: error: {exc}\n")
         print(f"{n} worker(s): {rows[-1]['steps_per_s']:.2f} steps/s", file=sys.stderr, flush=True)
     base = rows[0]["steps_per_s"] if rows[0]["workers"] == 1 else None
     print(f"{'workers':>8}{'steps/s':>10}{'x one':>8}{'peak GPU MiB/worker':>21}")

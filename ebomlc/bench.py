@@ -136,8 +136,9 @@ def benchmark(names: list[str], models: list[str], device: str = "auto", steps: 
               memory: bool = True, bs: int = 100) -> list[dict]:
     """One result object per model: ``{device, model, methods: {name: {ms_per_step, images_per_s,
     peak_mem_mb, ratio_to_ce}}}``."""
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    from .train.loop import resolve_device
+
+    dev = resolve_device(device)
     names = ["ce"] + [n for n in names if n != "ce"]
     label = _device_label(dev)
     results = []
@@ -219,8 +220,10 @@ def run_bench_command(a) -> int:
     unknown = [n for n in a.methods if _variant(n)[0] not in METHODS]
     if unknown:
         raise EbomlcError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    if a.epoch_rounds < 1 or (a.epoch_steps is not None and a.epoch_steps < 1):
-        raise EbomlcError("--epoch_rounds and --epoch_steps must be positive integers")
+    if a.steps < 1 or a.epoch_rounds < 1 or (a.epoch_steps is not None and a.epoch_steps < 1):
+        raise EbomlcError("--steps, --epoch_rounds and --epoch_steps must be positive integers")
+    if a.warmup < 0:
+        raise EbomlcError("--warmup must be 0 or more")
     if not a.models and not a.epochs:
         raise EbomlcError("nothing to time: give --models and/or --epochs")
     results = []

@@ -45,6 +45,9 @@ def test_second_order_step_needs_more_memory_than_ce():
     (["--methods", "ce", "sgd"], "unknown method(s) sgd"),
     (["--models", "--epochs", "digits", "--epoch_rounds", "0"], "must be positive"),
     (["--models"], "nothing to time"),
+    (["--steps", "0"], "must be positive"),
+    (["--warmup", "-1"], "--warmup must be 0 or more"),
+    (["--device", "tpu"], "unknown --device 'tpu'"),
 ])
 def test_bad_input_is_one_line(capsys, flags, message):
     assert main(["bench", *flags]) == 2
