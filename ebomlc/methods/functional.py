@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call
 
+from ..models import meta_gradient_only
+
 
 def buffer_copies(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: b.clone() for name, b in model.named_buffers()}
@@ -35,3 +37,13 @@ def call_live(model: nn.Module, x: torch.Tensor):
     names, params = zip(*model.named_parameters())
     weights = [p.view_as(p) for p in params]
     return call_at(model, names, weights, x, update_bn=True), names, weights
+
+
+def meta_look_ahead(loss: torch.Tensor, weights: Sequence[torch.Tensor],
+                    lr: float) -> tuple[tuple[torch.Tensor, ...], list[torch.Tensor]]:
+    """``(grad_w loss, w' = w - lr grad_w loss)`` with ``w'`` depending on the meta parameters only
+    (``w`` detached). The graph of ``grad_w loss`` is kept for one derivative in meta parameters and
+    built under :func:`meta_gradient_only`, so it holds no output gradients for terms in ``w``."""
+    with meta_gradient_only():
+        grads = torch.autograd.grad(loss, weights, create_graph=True)
+    return grads, [p.detach() - lr * g for p, g in zip(weights, grads)]

@@ -9,9 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..models import meta_gradient_only
 from .base import Batch, StepContext
-from .functional import call_at, call_live
+from .functional import call_at, call_live, meta_look_ahead
 
 
 def l2rw_weights(ctx: StepContext, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -20,9 +19,7 @@ def l2rw_weights(ctx: StepContext, batch: Batch) -> tuple[torch.Tensor, torch.Te
     (logits, _), names, w = call_live(model, batch.x_silver)
     losses = F.cross_entropy(logits, batch.y_silver, reduction="none")
     eps = torch.zeros_like(losses, requires_grad=True)
-    with meta_gradient_only():  # differentiated below in eps only
-        grads = torch.autograd.grad((eps * losses).sum(), w, create_graph=True)
-    w_look = [p.detach() - ctx.lr * g for p, g in zip(w, grads)]
+    _, w_look = meta_look_ahead((eps * losses).sum(), w, ctx.lr)  # differentiated below in eps only
     gold_logits, _ = call_at(model, names, w_look, batch.x_gold)
     grad_eps, = torch.autograd.grad(F.cross_entropy(gold_logits, batch.y_gold), eps)
     u = (-grad_eps).clamp_min(0.0)

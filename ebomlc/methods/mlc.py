@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from ..models import meta_gradient_only
 from .base import Batch, StepContext
-from .functional import call_at, call_live
+from .functional import call_at, call_live, meta_look_ahead
 from .losses import lower_loss, mixture_upper_loss
 
 
@@ -26,11 +25,8 @@ def mlc_gradients(ctx: StepContext, batch: Batch):
     (logits, feature), names, w = call_live(model, x_low)
     meta_log_probs = meta(feature[:n_s].detach(), batch.y_silver)
     g = lower_loss(logits[:n_s], meta_log_probs, logits[n_s:] if x_c is not None else None, y_c)
-    with meta_gradient_only():  # differentiated below in a only (w_look starts from detached w)
-        grad_w_g = torch.autograd.grad(g, w, create_graph=True)
-
     eta = ctx.lr
-    w_look = [p.detach() - eta * gw for p, gw in zip(w, grad_w_g)]  # depends on a only
+    grad_w_g, w_look = meta_look_ahead(g, w, eta)  # w_look depends on a only
     for _ in range(1, cfg.inner_steps):
         logits_k, feature_k = call_at(model, names, w_look, x_low)
         g_k = lower_loss(logits_k[:n_s], meta(feature_k[:n_s].detach(), batch.y_silver),

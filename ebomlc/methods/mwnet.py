@@ -11,9 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import TrainConfig
-from ..models import meta_gradient_only
 from .base import Batch, StepContext
-from .functional import call_at, call_live
+from .functional import call_at, call_live, meta_look_ahead
 
 
 class WeightNet(nn.Module):
@@ -37,9 +36,7 @@ def mwnet_gradients(ctx: StepContext, batch: Batch):
     (logits, _), names, w = call_live(model, batch.x_silver)
     losses = F.cross_entropy(logits, batch.y_silver, reduction="none")
     weighted = (vnet(losses.detach()) * losses).mean()
-    with meta_gradient_only():  # differentiated below in theta only
-        grads = torch.autograd.grad(weighted, w, create_graph=True)
-    w_look = [p.detach() - ctx.lr * g for p, g in zip(w, grads)]
+    _, w_look = meta_look_ahead(weighted, w, ctx.lr)  # differentiated below in theta only
     gold_logits, _ = call_at(model, names, w_look, batch.x_gold)
     upper = F.cross_entropy(gold_logits, batch.y_gold)
     meta_grads = torch.autograd.grad(upper, list(vnet.parameters()))

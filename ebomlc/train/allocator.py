@@ -9,25 +9,21 @@ keeping freed heap memory makes later steps reuse it, like a caching allocator.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_done = False
 
 
+@functools.cache
 def retain_freed_cpu_memory() -> bool:
     """Keep freed CPU memory for reuse (glibc only; once per process). Does nothing when the
     user set ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_``. Returns whether it applied."""
-    global _done
-    if _done:
-        return True
     if not sys.platform.startswith("linux") or {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        ok = libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**30) == 1
+        return libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**30) == 1
     except (OSError, AttributeError):
         return False
-    _done = ok
-    return ok
