@@ -14,7 +14,8 @@ import yaml
 from tune.launch import resume_study, run_study, study_status
 from tune.spec import load_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+from .studies import ROOT, results, trial_dirs
+
 ROW_KEYS = {"epoch", "lr", "test_acc", "test_loss", "upper_loss", "lower_loss", "value_gap", "lambda", "lc_acc",
             "lc_acc_clean", "lc_acc_corrupted", "epoch_time", "train_time"}
 FAST = {"gold_fraction": 0.05, "device": "cpu", "max_steps_per_epoch": 2}
@@ -31,15 +32,6 @@ def ray_session():
     yield
     if started:
         ray.shutdown()
-
-
-def trial_dirs(path: Path) -> list[Path]:
-    return sorted(p.parent for p in Path(path).glob("*/params.json"))
-
-
-def results(trial: Path) -> list[dict]:
-    file = trial / "result.json"
-    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()] if file.exists() else []
 
 
 def test_trials_share_noisy_data_unless_the_data_options_differ():

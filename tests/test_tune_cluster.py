@@ -2,7 +2,7 @@
 lost node's trial continues on the head node from its checkpoint.
 
 The cluster (``ray.cluster_utils.Cluster``) and the study's driver (``ebomlc study run --address``)
-run in a subprocess (this file as a script), apart from any Ray this pytest process started.
+run in a subprocess (this module as a script), apart from any Ray this pytest process started.
 """
 import json
 import os
@@ -12,21 +12,17 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from .studies import ROOT, results, trial_dirs
+
 EPOCHS = 6
 SPEC = {"name": "lost_node", "dataset": "digits", "methods": ["ebomlc"], "grid": {"seed": [1, 2]},
         "options": {"gold_fraction": 0.05, "device": "cpu", "epochs": EPOCHS, "bs": 32},  # ~40 steps an epoch
         "max_failures": 2}
 
 
-def results(trial: Path) -> list[dict]:
-    file = trial / "result.json"
-    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()] if file.exists() else []
-
-
 def test_trials_of_a_lost_worker_node_continue_on_the_head_node(tmp_path):
-    script = subprocess.Popen([sys.executable, __file__, str(tmp_path)], cwd=ROOT, start_new_session=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    script = subprocess.Popen([sys.executable, "-m", "tests.test_tune_cluster", str(tmp_path)], cwd=ROOT,
+                              start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = script.communicate(timeout=420)
     finally:
@@ -38,7 +34,7 @@ def test_trials_of_a_lost_worker_node_continue_on_the_head_node(tmp_path):
     report = json.loads(out.strip().splitlines()[-1])
     assert report["driver_rc"] == 0, report
     path = tmp_path / "lost_node"
-    trials = sorted(p.parent for p in path.glob("*/params.json"))
+    trials = trial_dirs(path)
     assert len(trials) == 2
     for trial in trials:
         assert [r["epoch"] for r in results(trial)] == list(range(1, EPOCHS + 1)), trial.name  # each epoch once
@@ -86,10 +82,10 @@ def _run(tmp: Path) -> dict:
     deadline = time.monotonic() + 240
     while lost_trial is None:  # a trial on the worker node has reported (and checkpointed) an epoch
         assert driver.poll() is None and time.monotonic() < deadline, "no trial ran on the worker node"
-        for trial in (tmp / "lost_node").glob("*/params.json"):
-            rows = results(trial.parent)
+        for trial in trial_dirs(tmp / "lost_node"):
+            rows = results(trial)
             if rows and _parent_pid(rows[-1]["pid"]) == worker_raylet and rows[-1]["epoch"] < EPOCHS:
-                lost_trial, lost_epochs = trial.parent.name, len(rows)
+                lost_trial, lost_epochs = trial.name, len(rows)
         time.sleep(0.05)
     cluster.remove_node(worker, allow_graceful=False)
     driver_rc = driver.wait(timeout=300)

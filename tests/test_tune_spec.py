@@ -9,7 +9,8 @@ from ebomlc.cli import main
 from ebomlc.errors import ConfigError
 from tune.spec import load_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+from .studies import ROOT
+
 STUDIES = sorted((ROOT / "tune" / "studies").glob("*.yaml"))
 GOOD = {"name": "s", "dataset": "digits", "methods": ["ce", "ebomlc"],
         "options": {"gold_fraction": 0.05, "epochs": 2}, "grid": {"seed": [1, 2]}}
@@ -142,10 +143,47 @@ def test_cli_rejects_a_bad_spec_in_one_line_and_writes_nothing(tmp_path, capsys)
 
 
 def test_cli_status_and_resume_need_a_study(tmp_path, capsys):
-    assert main(["study", "status", str(tmp_path)]) == 2
-    assert "no study in" in capsys.readouterr().err
-    assert main(["study", "resume", str(tmp_path)]) == 2
-    assert "no study to resume" in capsys.readouterr().err
+    for command in ("status", "resume"):  # one message for both
+        assert main(["study", command, str(tmp_path)]) == 2
+        assert f"no study in {tmp_path} (no tuner.pkl)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["run", "SPEC", "--storage", "foo://bar"], ["status", "foo://bar/x"],
+                                     ["resume", "foo://x"], ["run", "SPEC", "--storage", "/dev/null"]],
+                         ids=["run", "status", "resume", "run-dev-null"])
+def test_cli_inaccessible_storage_fails_in_one_line(tmp_path, capsys, command):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump(GOOD))
+    assert main(["study", *[str(spec) if a == "SPEC" else a for a in command]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ebomlc: error: cannot access "), err
+
+
+def test_saved_spec_reads_back_from_another_directory(tmp_path, monkeypatch):
+    from tune import storage
+    from tune.status import read_study_spec
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "run")
+    Path("labels.npy").write_bytes(b"")
+    spec = load_spec({"name": "own", "dataset": "digits", "methods": ["ce"], "options": {"noisy_labels": "labels.npy"}})
+    assert spec.trial_configs()[0]["noisy_labels"] == str(tmp_path / "run" / "labels.npy")  # trials: absolute
+    location = str(tmp_path / "studies" / "own")
+    storage.write_text(storage.join(location, storage.SPEC_FILE), spec.to_yaml())  # as run_study saves it
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert read_study_spec(location) == spec
+    with pytest.raises(ConfigError, match="--noisy_labels file 'labels.npy' does not exist"):
+        load_spec(yaml.safe_load(spec.to_yaml()))  # a run checks every trial's files
+
+
+def test_submit_joins_the_cluster_unless_given_an_address():
+    from tune.submit import study_args
+
+    assert study_args(["run", "s.yaml"]) == ["run", "s.yaml", "--address=auto"]
+    assert study_args(["resume", "p", "--address", "h:1"]) == ["resume", "p", "--address", "h:1"]
+    assert study_args(["run", "s.yaml", "--address=h:1"]) == ["run", "s.yaml", "--address=h:1"]
+    assert study_args(["status", "p"]) == ["status", "p"] and study_args([]) == ["--help"]
 
 
 def test_storage_reads_and_writes_local_paths_and_uris(tmp_path):

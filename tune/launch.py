@@ -19,7 +19,8 @@ from ebomlc.errors import EbomlcError
 
 from . import storage as store
 from .spec import StudySpec, check_name, load_spec
-from .status import SPEC_FILE, read_study_spec, study_status
+from .status import has_study, read_study_spec, require_study, study_status
+from .storage import SPEC_FILE
 
 __all__ = ["run_study", "resume_study", "study_status", "study_location"]
 
@@ -37,9 +38,10 @@ def run_study(spec: str | Path | Mapping[str, Any], storage: str | None = None, 
     if name is not None:
         study = dataclasses.replace(study, name=check_name(name, "--name"))
     location = study_location(storage, study.name)
-    if _has_experiment(location):
+    if has_study(location):
         raise EbomlcError(f"study {location} already exists; continue it with `ebomlc study resume {location}` "
                           f"or choose another --name")
+    store.check_writable(location)
     from .search import search_setup
 
     setup = search_setup(study, data_root=Path.cwd())
@@ -68,9 +70,7 @@ def resume_study(path: str | Path, retry_errored: bool = False, address: str | N
     """Continue an interrupted study: finished trials stay, interrupted ones continue from their
     last checkpoint, and with ``retry_errored`` errored ones too. Returns the experiment directory."""
     location = store.resolve(path)
-    if not _has_experiment(location):
-        raise EbomlcError(f"no study to resume in {location} (no tuner.pkl); give the directory "
-                          f"<storage>/<name> that `ebomlc study run` printed")
+    require_study(location)
     study = read_study_spec(location)
     if study is None:
         raise EbomlcError(f"{location} has no {SPEC_FILE}; it was not started by `ebomlc study run`")
@@ -81,11 +81,6 @@ def resume_study(path: str | Path, retry_errored: bool = False, address: str | N
                                        resume_errored=retry_errored, restart_errored=False)
         tuner.fit()
     return store.as_path(location)
-
-
-def _has_experiment(location: str) -> bool:
-    """Whether ``location`` already holds a Tune experiment."""
-    return store.exists(store.join(location, "tuner.pkl"))
 
 
 def study_location(storage: str | None, name: str) -> str:
@@ -127,11 +122,11 @@ def _reporter(study: StudySpec):
 
 def _check_data(configs: list[dict[str, Any]]) -> None:
     """Local runs: load each dataset once in the driver, so a missing one fails before Ray starts
-    (and a folder of JPEGs is decoded into the cache once, not by every trial)."""
-    from ebomlc.data import cached_dataset
+    (and a folder of JPEGs is decoded into the disk cache once, not by every trial)."""
+    from ebomlc.data import load_dataset
 
     for key in {(c["dataset"], c["data_dir"], c["download"]) for c in configs}:
-        cached_dataset(*key)
+        load_dataset(*key)  # not memoised: the driver trains nothing and keeps no dataset
 
 
 @contextlib.contextmanager

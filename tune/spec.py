@@ -95,14 +95,15 @@ class StudySpec:
             for case in self.cases or ({},):
                 for values in itertools.product(*(self.grid[k] for k in keys)):
                     point = {**case, **dict(zip(keys, values))}
-                    config = _resolve({**self.options, **point, "method": method}, point)
+                    config = _resolve({**self.options, **point, "method": method}, _trial(method, point))
                     configs.append(_absolute_data_dir(config, data_root))
         return configs
 
     def base_config(self, data_root: Path | None = None) -> dict[str, Any]:
         """Search mode: the resolved options shared by every trial, without the searched keys."""
         assert self.search is not None
-        config = _absolute_data_dir(_resolve({**self.options, "method": self.methods[0]}, {}), data_root)
+        method = self.methods[0]
+        config = _absolute_data_dir(_resolve({**self.options, "method": method}, _trial(method, {})), data_root)
         return {k: v for k, v in config.items() if k not in self.search.space}
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,11 +138,13 @@ class StudySpec:
 
 
 # ---------------------------------------------------------------------------------------- loading
-def load_spec(spec: str | Path | Mapping[str, Any]) -> StudySpec:
+def load_spec(spec: str | Path | Mapping[str, Any], check_trials: bool = True) -> StudySpec:
     """Parse and validate a study spec (a YAML file or an already-parsed mapping).
 
     Raises ``ConfigError`` with one line naming the bad key; every trial's options are resolved
-    (method presets, ranges), so a bad value anywhere in a grid fails here, not in a trial.
+    (method presets, ranges, label files exist), so a bad value anywhere in a grid fails here, not
+    in a trial. ``check_trials=False`` skips that resolution, for a saved ``study.yaml`` read from
+    another directory than the one its relative label-file paths were written for.
     """
     if isinstance(spec, Mapping):
         raw, where, default_name = dict(spec), "study spec", None
@@ -157,12 +160,12 @@ def load_spec(spec: str | Path | Mapping[str, Any]) -> StudySpec:
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: a study spec is a mapping of keys (name, methods, grid, ...)")
     try:
-        return _parse(raw, default_name)
+        return _parse(raw, default_name, check_trials)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _parse(raw: dict[str, Any], default_name: str | None) -> StudySpec:
+def _parse(raw: dict[str, Any], default_name: str | None, check_trials: bool = True) -> StudySpec:
     _known_keys("", raw, TOP_KEYS)
     name = check_name(raw.get("name", default_name))
     description = raw.get("description") or ""
@@ -228,6 +231,8 @@ def _parse(raw: dict[str, Any], default_name: str | None) -> StudySpec:
                      metric=metric, mode=mode, cpu=cpu, gpu=gpu, max_concurrent=max_concurrent,
                      checkpoint_every=every, checkpoint_keep=keep, max_failures=max_failures,
                      description=description)
+    if not check_trials:
+        return spec
     if search is None:
         spec.trial_configs()  # resolves (validates) every trial's options
     else:
@@ -319,8 +324,7 @@ def _check_search_bounds(spec: StudySpec) -> None:
     for key, dist in spec.search.space.items():
         (kind, values), = dist.items()
         for value in values:
-            _resolve({**base, key: _option_value(f"search.space.{key}", key, value)}, {key: value},
-                     where=f"search.space.{key}")
+            _resolve({**base, key: _option_value(f"search.space.{key}", key, value)}, f"search.space.{key}")
 
 
 def _check_overlaps(options: dict, cases: tuple[dict, ...], grid: dict, search: SearchSpec | None) -> None:
@@ -345,17 +349,19 @@ def _absolute_data_dir(config: dict[str, Any], root: Path | None) -> dict[str, A
     return {**config, "data_dir": str((root / data_dir).resolve())}
 
 
-def _resolve(options: dict[str, Any], point: dict[str, Any], where: str | None = None) -> dict[str, Any]:
-    """``TrainConfig(**options).resolved()`` as a flat dict; errors name the trial's swept values."""
+def _resolve(options: dict[str, Any], where: str) -> dict[str, Any]:
+    """``TrainConfig(**options).resolved()`` as a flat dict; errors start with ``where``."""
     try:
         config = TrainConfig(**options).resolved().to_dict()
     except ConfigError as exc:
-        if where is None:
-            label = ", ".join(f"{k}={v}" for k, v in {"method": options["method"], **point}.items())
-            where = f"trial {label}"
         raise ConfigError(f"{where}: {exc}") from None
     config.pop("runid", None)
     return config
+
+
+def _trial(method: str, point: dict[str, Any]) -> str:
+    """A trial's label in errors: ``trial method=ce, seed=1`` (its method and swept values)."""
+    return "trial " + ", ".join(f"{k}={v}" for k, v in {"method": method, **point}.items())
 
 
 # ---------------------------------------------------------------------------------------- values

@@ -11,19 +11,35 @@ from ebomlc.errors import EbomlcError
 
 from . import storage
 from .spec import StudySpec, load_spec
+from .storage import SPEC_FILE
 
-SPEC_FILE = "study.yaml"
 _ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception|Interrupt)\w*)(:.*)?$")
 
 
+def has_study(location: str) -> bool:
+    """Whether ``location`` holds a Tune experiment (its ``tuner.pkl``)."""
+    return storage.exists(storage.join(location, "tuner.pkl"))
+
+
+def require_study(location: str) -> None:
+    """Raise ``EbomlcError`` unless ``location`` holds a Tune experiment."""
+    if not has_study(location):
+        raise EbomlcError(f"no study in {location} (no tuner.pkl); give the directory <storage>/<name> "
+                          f"that `ebomlc study run` printed")
+
+
 def read_study_spec(location: str) -> StudySpec | None:
-    """The ``study.yaml`` saved in an experiment directory, or None if there is none."""
+    """The ``study.yaml`` saved in an experiment directory, or None if there is none.
+
+    Its trials are not resolved again: their label-file paths are relative to where the study
+    was run, and the trials hold them resolved already.
+    """
     file = storage.join(location, SPEC_FILE)
     if not storage.exists(file):
         return None
     import yaml
 
-    return load_spec(yaml.safe_load(storage.read_text(file)))
+    return load_spec(yaml.safe_load(storage.read_text(file)), check_trials=False)
 
 
 def study_status(path: str | Path) -> pd.DataFrame:
@@ -36,9 +52,7 @@ def study_status(path: str | Path) -> pd.DataFrame:
     from ray.tune import ExperimentAnalysis
 
     location = storage.resolve(path)
-    if not storage.exists(storage.join(location, "tuner.pkl")):
-        raise EbomlcError(f"no study in {location} (no tuner.pkl); give the directory <storage>/<name> "
-                          f"that `ebomlc study run` printed")
+    require_study(location)
     spec = read_study_spec(location)
     metric = spec.metric if spec else "test_acc"
     swept = spec.swept_keys() if spec else []

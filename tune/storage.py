@@ -1,9 +1,15 @@
 """Study locations: a local directory or a cloud URI (``s3://``, ``gs://``), read through pyarrow."""
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
+from typing import Any, Iterator
+
+from ebomlc.errors import EbomlcError
 
 DEFAULT_STORAGE = "runs/studies"
+SPEC_FILE = "study.yaml"
 
 
 def is_uri(location: str | Path) -> bool:
@@ -27,32 +33,68 @@ def as_path(location: str) -> Path | str:
 
 
 def exists(location: str) -> bool:
-    if not is_uri(location):
-        return Path(location).exists()
-    import pyarrow.fs
+    with _access(location):
+        if not is_uri(location):
+            return Path(location).exists()
+        import pyarrow.fs
 
-    fs, path = pyarrow.fs.FileSystem.from_uri(location)
-    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+        fs, path = _fs(location)
+        return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
 
 
 def read_text(location: str) -> str:
-    if not is_uri(location):
-        return Path(location).read_text()
-    import pyarrow.fs
-
-    fs, path = pyarrow.fs.FileSystem.from_uri(location)
-    with fs.open_input_stream(path) as f:
-        return f.read().decode()
+    with _access(location):
+        if not is_uri(location):
+            return Path(location).read_text()
+        fs, path = _fs(location)
+        with fs.open_input_stream(path) as f:
+            return f.read().decode()
 
 
 def write_text(location: str, text: str) -> None:
-    if not is_uri(location):
-        Path(location).parent.mkdir(parents=True, exist_ok=True)
-        Path(location).write_text(text)
+    """Write ``text`` to ``location``, making its parent; a local file is replaced atomically."""
+    with _access(location):
+        if not is_uri(location):
+            from ebomlc.train.checkpoint import save_text
+
+            save_text(text, location)
+            return
+        fs, path = _fs(location)
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(path) as f:
+            f.write(text.encode())
+
+
+def check_writable(location: str) -> None:
+    """Fail early (before Ray starts) where a local ``location`` cannot be created: its nearest
+    existing ancestor must be a writable directory. A URI is checked on first access."""
+    if is_uri(location):
         return
+    parent = Path(location)
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise EbomlcError(f"cannot access {location}: {parent} is not a writable directory")
+
+
+def _fs(location: str) -> tuple[Any, str]:
+    """pyarrow's filesystem of a URI and the path on it (call inside ``_access``)."""
     import pyarrow.fs
 
-    fs, path = pyarrow.fs.FileSystem.from_uri(location)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(text.encode())
+    return pyarrow.fs.FileSystem.from_uri(location)
+
+
+@contextlib.contextmanager
+def _access(location: str) -> Iterator[None]:
+    """OS and pyarrow errors on ``location`` (bad scheme, unreachable, not a directory, no
+    permission) as a one-line ``EbomlcError``."""
+    errors: tuple[type[Exception], ...] = (OSError,)
+    if is_uri(location):
+        import pyarrow
+
+        errors += (pyarrow.ArrowInvalid,)
+    try:
+        yield
+    except errors as exc:
+        lines = str(exc).strip().splitlines()
+        raise EbomlcError(f"cannot access {location}: {lines[0] if lines else type(exc).__name__}") from None

@@ -9,9 +9,16 @@ import sys
 
 from ebomlc.cli import main
 
+
+def study_args(args: list[str]) -> list[str]:
+    """The ``ebomlc study`` arguments: ``run`` and ``resume`` join the cluster unless given ``--address``."""
+    args = list(args) or ["--help"]
+    given = any(a == "--address" or a.startswith("--address=") for a in args)
+    if args[0] in ("run", "resume") and not given:
+        args.append("--address=auto")
+    return args
+
+
 if __name__ == "__main__":
     os.chdir(os.path.expanduser(os.environ.get("EBOMLC_HOME", "~/ebomlc")))
-    args = sys.argv[1:] or ["--help"]
-    if args[0] in ("run", "resume") and "--address" not in args:
-        args.append("--address=auto")
-    sys.exit(main(["study", *args]))
+    sys.exit(main(["study", *study_args(sys.argv[1:])]))

@@ -7,9 +7,9 @@ Each epoch's metrics row goes to ``tune.report``; the full trainer state is chec
 """
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +18,21 @@ from ray import tune as ray_tune
 
 from ebomlc.config import TrainConfig
 from ebomlc.data import NoisyData
-from ebomlc.train import Trainer, data_key, load_data, resolve_device
+from ebomlc.train import DATA_FIELDS, Trainer, data_key, load_data, resolve_device
 from ebomlc.train.checkpoint import load_torch, save_torch
 
 STATE_FILE = "trainer.pt"
-_DATA: OrderedDict[tuple, NoisyData] = OrderedDict()
-_DATA_SLOTS = 4
 
 
 def shared_data(config: TrainConfig, device: torch.device) -> NoisyData:
     """The noisy data of a resolved ``config``, memoised per process (trials only read it)."""
-    key = (str(device), *data_key(config))
-    if key not in _DATA:
-        _DATA[key] = load_data(config, device)
-        while len(_DATA) > _DATA_SLOTS:
-            _DATA.popitem(last=False)
-    _DATA.move_to_end(key)
-    return _DATA[key]
+    return _noisy_data(str(device), data_key(config))
+
+
+@functools.lru_cache(maxsize=4)
+def _noisy_data(device: str, key: tuple) -> NoisyData:
+    """``load_data`` of the data options ``key`` (``data_key``: all that ``load_data`` reads)."""
+    return load_data(TrainConfig(**dict(zip(DATA_FIELDS, key))), torch.device(device))
 
 
 def train_trial(config: dict[str, Any], checkpoint_every: int = 1) -> None:
