@@ -25,6 +25,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'analysis' has no attribute {name!r}")
 
 
-__all__ = ["load_study", "save_parquet", "setting_label", "final_results", "swept_params", "missing_cells",
-           "rank_table", "to_markdown", "to_latex", "plot_ablation", "plot_curves", "plot_label_correction",
-           "plot_time", "analyze"]
+__all__ = list(_EXPORTS)

@@ -21,7 +21,6 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
     from .report import analyze  # late: pandas and matplotlib only when analysing
 
     written = analyze(a.path, a.out, echo=print)
-    out = written[0].parent if written else a.out
-    print(f"wrote {len(written)} files to {out}: " + ", ".join(p.name for p in written[:6])
+    print(f"wrote {len(written)} files to {written[0].parent}: " + ", ".join(p.name for p in written[:6])
           + (", ..." if len(written) > 6 else ""))
     return 0

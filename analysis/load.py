@@ -16,16 +16,18 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from ebomlc.config import PRESETS
+from ebomlc.config import fill_presets
 from ebomlc.errors import EbomlcError
+from tune.storage import SPEC_FILE
 
 PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
 ERROR_FILES = ("error.txt", "error.pkl")
-SPEC_FILE = "study.yaml"
+#: Keys every trial needs (``dataset`` may come from ``study.yaml``).
+REQUIRED_KEYS = ("method", "dataset")
 
-#: ``status`` values: all epochs reported; raised an error; some epochs (running or stopped); none yet.
-STATUSES = ("finished", "errored", "unfinished", "pending")
+#: ``status`` values: all epochs reported; some epochs (running or stopped); raised an error; none yet.
+STATUSES = ("finished", "unfinished", "errored", "pending")
 #: Columns that describe the trial rather than an epoch, first in the frame.
 TRIAL_COLUMNS = ["trial_id", "trial_dir", "status", "finished", "setting", "unreadable_lines"]
 NOISE_NAMES = {"unif": "uniform", "flip": "flip"}
@@ -52,7 +54,7 @@ def setting_order(label: str) -> tuple:
     return (kinds.index(name) if name in kinds else len(kinds), name, number, label)
 
 
-def read_study_spec(path: str | Path) -> dict[str, Any]:
+def read_spec_dict(path: str | Path) -> dict[str, Any]:
     """The study's ``study.yaml`` as a dict (empty when the file is absent)."""
     file = Path(path) / SPEC_FILE
     if not file.is_file():
@@ -114,24 +116,17 @@ def _epoch_rows(results: list[dict[str, Any]], params: dict[str, Any]) -> list[d
     return sorted(by_epoch.values(), key=lambda r: r["epoch"])
 
 
-def _fill_presets(params: dict[str, Any]) -> dict[str, Any]:
-    """Replace ``None`` knobs (K, rho, delta, xi, ...) by the method's preset, so equal configs compare equal."""
-    preset = PRESETS.get(str(params.get("method")))
-    if preset:
-        params = {**params, **{k: v for k, v in preset.items() if params.get(k) is None}}
-    return params
-
-
-def _status(rows: list[dict[str, Any]], epochs: Any, errored: bool) -> tuple[str, bool]:
+def _status(rows: list[dict[str, Any]], epochs: Any, errored: bool) -> str:
+    """One of ``STATUSES``."""
     if not rows:
-        return ("errored" if errored else "pending"), False
+        return "errored" if errored else "pending"
     try:
         finished = int(rows[-1]["epoch"]) >= int(epochs)
     except (TypeError, ValueError):  # no usable `epochs`: trust the absence of an error
         finished = not errored
     if finished:
-        return "finished", True
-    return ("errored" if errored else "unfinished"), False
+        return "finished"
+    return "errored" if errored else "unfinished"
 
 
 def _trial_id_from_name(name: str) -> str:
@@ -151,13 +146,16 @@ def _read_trial(trial_dir: Path, spec: dict[str, Any]) -> tuple[dict[str, Any], 
         raise EbomlcError(f"{trial_dir / PARAMS_FILE} is not a JSON object")
     if params.get("dataset") is None and spec.get("dataset"):
         params["dataset"] = spec["dataset"]
-    params = _fill_presets(params)
+    for key in REQUIRED_KEYS:
+        if params.get(key) is None:
+            raise EbomlcError(f"{trial_dir / PARAMS_FILE} has no {key!r}")
+    params = fill_presets(params)  # None knobs take the method's preset, so equal configs compare equal
     results, bad = read_results(trial_dir / RESULT_FILE)
     rows = _epoch_rows(results, params)
     errored = any((trial_dir / name).exists() for name in ERROR_FILES)
-    status, finished = _status(rows, params.get("epochs"), errored)
+    status = _status(rows, params.get("epochs"), errored)
     trial_id = next((r["trial_id"] for r in rows if r.get("trial_id")), None) or _trial_id_from_name(trial_dir.name)
-    meta = {"trial_id": trial_id, "trial_dir": trial_dir.name, "status": status, "finished": finished,
+    meta = {"trial_id": trial_id, "trial_dir": trial_dir.name, "status": status, "finished": status == "finished",
             "setting": setting_label(params.get("corruption_type"), params.get("corruption_level")),
             "unreadable_lines": bad}
     records = [{**params, **row, **meta} for row in (rows or [{"epoch": None}])]
@@ -176,8 +174,9 @@ def load_study(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_dir():
-        raise EbomlcError(f"study directory {path} does not exist")
-    spec = read_study_spec(path)
+        reason = "is not a directory" if path.exists() else "does not exist"
+        raise EbomlcError(f"study directory {path} {reason}")
+    spec = read_spec_dict(path)
     trial_dirs = find_trial_dirs(path)
     if not trial_dirs:
         raise EbomlcError(f"no trials in {path}: expected sub-directories with {PARAMS_FILE} "

@@ -15,8 +15,8 @@ from matplotlib.ticker import MaxNLocator
 
 from ebomlc.errors import EbomlcError
 
-from .results import (final_results, format_value, method_labels, method_name, one_dataset, param_column, param_name,
-                      settings, swept_params, value_key)
+from .results import (by_dataset, final_results, format_value, method_labels, method_name, one_dataset, param_column,
+                      param_name, settings, swept_params, value_key)
 
 ACC_LABEL = "final test accuracy (%)"
 
@@ -86,11 +86,12 @@ def _with_labels(df: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_curves(df: pd.DataFrame, setting: str, path: str | Path, dataset: str | None = None,
-                also: Sequence[str] = ()) -> Figure:
+                also: Sequence[str] = (), final: pd.DataFrame | None = None) -> Figure:
     """Test accuracy, upper loss and lower loss over epochs at one noise ``setting`` (``df`` from
     :func:`load_study`), one line per method (label): mean over its trials' reported epochs,
-    band = std. CE's training loss is drawn as its lower loss (it has no upper level)."""
-    final, dataset = one_dataset(final_results(df), dataset)
+    band = std. CE's training loss is drawn as its lower loss (it has no upper level). ``final``:
+    :func:`final_results` of ``df`` when already computed (its trials are the ones drawn)."""
+    final, dataset = one_dataset(final_results(df) if final is None else final, dataset)
     if setting not in set(final["setting"]):
         raise EbomlcError(f"no trials at setting {setting!r}; the study has: {', '.join(settings(final))}")
     part = _with_labels(df[df["trial_dir"].isin(final["trial_dir"]) & (df["setting"] == setting)], final)
@@ -173,12 +174,11 @@ def plot_label_correction(final: pd.DataFrame, method: str, setting: str, path: 
 
 def plot_time(final: pd.DataFrame, path: str | Path, also: Sequence[str] = ()) -> Figure:
     """Mean seconds per epoch of each method (label), one panel per dataset; error bars = std over trials."""
-    names = [d for d in final["dataset"].dropna().unique()] or [None]
+    parts = list(by_dataset(final))
     width = max(4.0, 1.0 + 0.9 * final["method_label"].nunique())
-    fig = Figure(figsize=(width * len(names), 3.8), layout="constrained")
-    axes = fig.subplots(1, len(names), squeeze=False)[0]
-    for ax, name in zip(axes, names):
-        part = final if name is None else final[final["dataset"] == name]
+    fig = Figure(figsize=(width * len(parts), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(parts), squeeze=False)[0]
+    for ax, (name, part) in zip(axes, parts):
         rows = method_labels(part)
         stats = part.groupby("method_label")["seconds_per_epoch"].agg(["mean", "std"]).reindex(rows)
         ax.bar(range(len(rows)), stats["mean"].fillna(0), yerr=stats["std"].fillna(0), capsize=3, color="tab:blue")

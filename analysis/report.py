@@ -1,14 +1,17 @@
 """``analyze``: every table and figure of a study directory into one output directory."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
-from .load import load_study, save_parquet
+from ebomlc.errors import EbomlcError
+
+from .load import STATUSES, load_study, save_parquet
 from .plots import plot_ablation, plot_curves, plot_label_correction, plot_time
-from .results import datasets, final_results, missing_cells, param_name, settings, swept_params
+from .results import by_dataset, datasets, final_results, missing_cells, param_name, settings, swept_params
 from .tables import rank_table, to_latex, to_markdown
 
 MAX_ECHOED_MISSING = 20
@@ -22,7 +25,7 @@ def _slug(text: str) -> str:
 def status_line(final: pd.DataFrame) -> str:
     """``12 trials: 10 finished, 1 unfinished, 1 errored``."""
     counts = final["status"].value_counts()
-    parts = [f"{counts[s]} {s}" for s in ("finished", "unfinished", "errored", "pending") if s in counts]
+    parts = [f"{counts[s]} {s}" for s in STATUSES if s in counts]
     return f"{len(final)} trial{'s' * (len(final) != 1)}: {', '.join(parts)}"
 
 
@@ -31,11 +34,10 @@ def _missing_text(missing: pd.DataFrame) -> list[str]:
             else f"{r.method} at {r.setting}: {r.note}" for r in missing.itertuples()]
 
 
-def table_document(final: pd.DataFrame, dataset: str | None, study: str | None = None) -> str:
-    """The Markdown report of one dataset: the rank table, how to read it, and its missing cells."""
-    part = final if dataset is None else final[final["dataset"] == dataset]
-    table = rank_table(part, dataset)
-    missing = missing_cells(part, dataset)
+def table_document(part: pd.DataFrame, dataset: str | None, table: pd.DataFrame, missing: pd.DataFrame,
+                   study: str | None = None) -> str:
+    """The Markdown report of one dataset (``part``: its trials): the rank table, how to read it, and its
+    missing cells (``table`` and ``missing`` from :func:`rank_table` and :func:`missing_cells` of ``part``)."""
     title = f"Final test accuracy on {dataset}" if dataset else "Final test accuracy"
     lines = [f"# {title}", ""]
     if study:
@@ -51,6 +53,18 @@ def table_document(final: pd.DataFrame, dataset: str | None, study: str | None =
     return "\n".join(lines) + "\n"
 
 
+def _output_dir(out: Path) -> Path:
+    """``out``, created if need be; EbomlcError when nothing can be written there."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise PermissionError("permission denied")
+    except OSError as exc:
+        reason = "not a directory" if out.exists() and not out.is_dir() else (exc.strerror or str(exc))
+        raise EbomlcError(f"cannot write to {out}: {reason}") from exc
+    return out
+
+
 def analyze(path: str | Path, out: str | Path | None = None,
             echo: Callable[[str], None] | None = None) -> list[Path]:
     """Write the rank tables, plots, ``missing.txt`` and ``results.parquet`` of the study at ``path``
@@ -63,20 +77,21 @@ def analyze(path: str | Path, out: str | Path | None = None,
     final = final_results(df)
     study = df.attrs.get("study", {}).get("name") or path.name
     say(f"study {study}: {status_line(final)}")
-    out.mkdir(parents=True, exist_ok=True)
+    _output_dir(out)
     written = [save_parquet(df, out / "results.parquet")]
     final.drop(columns=["lc_matrix"]).to_csv(out / "final_results.csv", index=False)
     written.append(out / "final_results.csv")
 
-    names: list[str | None] = list(datasets(final)) or [None]
-    several = len(names) > 1
-    for name in names:
-        part = final if name is None else final[final["dataset"] == name]
+    several = len(datasets(final)) > 1
+    lines: list[str] = []  # of missing.txt
+    for name, part in by_dataset(final):
         tag = f"_{_slug(name)}" if several else ""
+        table, missing = rank_table(part, name), missing_cells(part, name)
+        lines += _missing_text(missing)
         doc = out / f"rank_table{tag}.md"
-        doc.write_text(table_document(part, name, study))
+        doc.write_text(table_document(part, name, table, missing, study))
         tex = out / f"rank_table{tag}.tex"
-        tex.write_text(to_latex(rank_table(part, name)))
+        tex.write_text(to_latex(table))
         written += [doc, tex]
         for param in dict.fromkeys(p for ps in swept_params(part).values() for p in ps):
             written.append(out / f"ablation_{_slug(param_name(param))}{tag}.png")
@@ -84,7 +99,7 @@ def analyze(path: str | Path, out: str | Path | None = None,
             written.append(written[-1].with_suffix(".pdf"))
         for setting in settings(part):
             written.append(out / f"curves{tag}_{_slug(setting)}.png")
-            plot_curves(df[df["trial_dir"].isin(part["trial_dir"])], setting, written[-1], name)
+            plot_curves(df, setting, written[-1], name, final=part)
         with_matrix = part[part["lc_matrix"].notna()]
         for key, setting in dict.fromkeys(zip(with_matrix["method_key"], with_matrix["setting"])):
             written.append(out / f"label_correction{tag}_{key}_{_slug(setting)}.png")
@@ -92,8 +107,6 @@ def analyze(path: str | Path, out: str | Path | None = None,
     written.append(out / "time.png")
     plot_time(final, written[-1])
 
-    missing = missing_cells(final)
-    lines = _missing_text(missing)
     (out / "missing.txt").write_text("\n".join(lines) + "\n" if lines else "no missing cells\n")
     written.append(out / "missing.txt")
     if lines:

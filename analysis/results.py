@@ -11,7 +11,7 @@ import dataclasses
 import json
 import math
 import re
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,7 @@ import pandas as pd
 from ebomlc.config import TrainConfig
 from ebomlc.errors import EbomlcError
 
-from .load import TRIAL_COLUMNS, setting_order
+from .load import STATUSES, TRIAL_COLUMNS, setting_order
 
 METHOD_ORDER = ("ce", "glc", "l2rw", "mwnet", "mlc", "mlcbome", "ebomlc")
 METHOD_NAMES = {"ce": "CE", "glc": "GLC", "l2rw": "L2RW", "mwnet": "MW-Net", "mlc": "MLC", "mlcbome": "MLC-D",
@@ -167,6 +167,12 @@ def datasets(final: pd.DataFrame) -> list[str]:
     return [str(d) for d in final["dataset"].dropna().unique()] if "dataset" in final else []
 
 
+def by_dataset(final: pd.DataFrame) -> Iterator[tuple[str | None, pd.DataFrame]]:
+    """``(dataset, its rows)`` per dataset in order of appearance; ``(None, final)`` for a study without one."""
+    for name in datasets(final) or [None]:
+        yield name, (final if name is None else final[final["dataset"] == name])
+
+
 def one_dataset(final: pd.DataFrame, dataset: str | None) -> tuple[pd.DataFrame, str | None]:
     """The rows of ``dataset``; with ``None`` the study must have a single dataset."""
     names = datasets(final)
@@ -196,22 +202,22 @@ def missing_cells(final: pd.DataFrame, dataset: str | None = None) -> pd.DataFra
 
     Columns: ``dataset, method (label), setting, expected, finished, unfinished, errored, pending, note``.
     """
-    columns = ["dataset", "method", "setting", "expected", "finished", "unfinished", "errored", "pending", "note"]
+    columns = ["dataset", "method", "setting", "expected", *STATUSES, "note"]
     rows = []
-    for name in ([dataset] if dataset is not None else datasets(final) or [None]):
-        part = final if name is None else final[final["dataset"] == name]
+    parts = by_dataset(final) if dataset is None else [(dataset, final[final["dataset"] == dataset])]
+    for name, part in parts:
         expected = max(int(part["seed"].nunique()) if "seed" in part else 1, 1)
         counts = part.groupby(["method_label", "setting"])["status"].value_counts().unstack(fill_value=0)
         for label in method_labels(part):
             for setting in settings(part):
                 n = {s: int(counts.loc[(label, setting), s]) if (label, setting) in counts.index
-                     and s in counts.columns else 0 for s in ("finished", "unfinished", "errored", "pending")}
+                     and s in counts.columns else 0 for s in STATUSES}
                 if n["finished"] >= expected:
                     continue
                 if not any(n.values()):
                     note = "no trials"
                 else:
-                    others = [f"{n[s]} {s}" for s in ("unfinished", "errored", "pending") if n[s]]
+                    others = [f"{n[s]} {s}" for s in STATUSES[1:] if n[s]]
                     note = f"{n['finished']} of {expected} seed{'s' * (expected != 1)} finished"
                     note += f" ({', '.join(others)})" if others else ""
                 rows.append({"dataset": name, "method": label, "setting": setting, "expected": expected, **n,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Callable
 
 import pandas as pd
 
@@ -44,10 +45,10 @@ def rank_table(final: pd.DataFrame, dataset: str | None = None, metric: str = "f
     return table
 
 
-def format_seconds(seconds: float) -> str:
-    """``42.0 s``, ``12.5 min``, ``3.2 h``."""
+def format_seconds(seconds: float, missing: str = MISSING_MD) -> str:
+    """``42.0 s``, ``12.5 min``, ``3.2 h`` (``missing`` for none)."""
     if seconds is None or math.isnan(seconds):
-        return MISSING_MD
+        return missing
     if seconds < 120:
         return f"{seconds:.1f} s"
     if seconds < 7200:
@@ -74,18 +75,27 @@ def _best_rank(table: pd.DataFrame) -> pd.Series:
     return ranks.eq(ranks.min()) & ranks.notna()
 
 
+def _rows(table: pd.DataFrame, pm: str, missing: str, bold: Callable[[str], str], scale: float,
+          digits: int) -> list[list[str]]:
+    """Text of each row: method, accuracy cells, average rank, time; the best ones through ``bold``."""
+    cells = _cells(table, pm, missing, scale, digits)
+    best, best_rank = table["best"], _best_rank(table)
+    rows = []
+    for i, name in enumerate(cells.index):
+        row = [str(name), *(bold(c) if best.iat[i, j] else c for j, c in enumerate(cells.iloc[i]))]
+        rank = table["avg_rank"].iat[i]
+        rank_text = missing if pd.isna(rank) else f"{rank:.2f}"
+        rows.append(row + [bold(rank_text) if best_rank.iat[i] else rank_text,
+                           format_seconds(table["time"].iat[i], missing)])
+    return rows
+
+
 def to_markdown(table: pd.DataFrame, scale: float = 100.0, digits: int = 2) -> str:
     """The rank table as a Markdown (GitHub) table: accuracy in % (``scale``), best in bold."""
-    cells = _cells(table, " ± ", MISSING_MD, scale, digits)
-    best, best_rank = table["best"], _best_rank(table)
-    header = ["Method", *cells.columns, "Avg. Rank", "Time"]
+    header = ["Method", *table["mean"].columns, "Avg. Rank", "Time"]
     lines = ["| " + " | ".join(header) + " |", "| :-- | " + " | ".join(["--:"] * (len(header) - 1)) + " |"]
-    for i, name in enumerate(cells.index):
-        row = [f"**{c}**" if best.iat[i, j] else c for j, c in enumerate(cells.iloc[i])]
-        rank = table["avg_rank"].iat[i]
-        rank_text = MISSING_MD if pd.isna(rank) else f"{rank:.2f}"
-        row += [f"**{rank_text}**" if best_rank.iat[i] else rank_text, format_seconds(table["time"].iat[i])]
-        lines.append("| " + " | ".join([_md_escape(str(name)), *row]) + " |")
+    for name, *row in _rows(table, " ± ", MISSING_MD, "**{}**".format, scale, digits):
+        lines.append("| " + " | ".join([_md_escape(name), *row]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -118,11 +128,9 @@ def _setting_groups(labels: list[str]) -> list[tuple[str, list[str]]] | None:
 
 def to_latex(table: pd.DataFrame, scale: float = 100.0, digits: int = 2) -> str:
     """The rank table as a LaTeX ``tabular`` fragment (booktabs rules; noise types as grouped headers)."""
-    cells = _cells(table, r" $\pm$ ", MISSING_TEX, scale, digits)
-    best, best_rank = table["best"], _best_rank(table)
-    n = len(cells.columns)
-    lines = [r"\begin{tabular}{l" + "c" * n + "cr}", r"\toprule"]
-    groups = _setting_groups(list(cells.columns))
+    columns = list(table["mean"].columns)
+    lines = [r"\begin{tabular}{l" + "c" * len(columns) + "cr}", r"\toprule"]
+    groups = _setting_groups(columns)
     if groups:
         heads, rules, start = [], [], 2
         for name, levels in groups:
@@ -132,14 +140,9 @@ def to_latex(table: pd.DataFrame, scale: float = 100.0, digits: int = 2) -> str:
         lines += [" & ".join(["", *heads, "", ""]) + r" \\", "".join(rules)]
         names = [level for _, levels in groups for level in levels]
     else:
-        names = list(cells.columns)
+        names = columns
     lines += [" & ".join(["Method", *map(tex_escape, names), "Avg. Rank", "Time"]) + r" \\", r"\midrule"]
-    for i, name in enumerate(cells.index):
-        row = [rf"\textbf{{{c}}}" if best.iat[i, j] else c for j, c in enumerate(cells.iloc[i])]
-        rank = table["avg_rank"].iat[i]
-        rank_text = MISSING_TEX if pd.isna(rank) else f"{rank:.2f}"
-        time_text = format_seconds(table["time"].iat[i]).replace(MISSING_MD, MISSING_TEX)
-        row += [rf"\textbf{{{rank_text}}}" if best_rank.iat[i] else rank_text, time_text]
-        lines.append(" & ".join([tex_escape(str(name)), *row]) + r" \\")
+    for name, *row in _rows(table, r" $\pm$ ", MISSING_TEX, r"\textbf{{{}}}".format, scale, digits):
+        lines.append(" & ".join([tex_escape(name), *row]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"

@@ -28,6 +28,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def fill_presets(options: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``options`` whose ``None`` or absent knobs (K, rho, delta, xi, ...) take the preset of its method."""
+    preset = PRESETS.get(str(options.get("method")), {})
+    return {**options, **{k: v for k, v in preset.items() if options.get(k) is None}}
+
+
 @dataclass
 class TrainConfig:
     """Every option of one training run. ``resolved()`` fills method presets and validates."""
@@ -86,9 +92,7 @@ class TrainConfig:
             raise ConfigError(f"unknown optimizer {c.optimizer!r}; only 'sgd' (the paper's recipe) is supported")
         if c.variant not in VARIANTS:
             raise ConfigError(f"unknown variant {c.variant!r}; choose one of: {', '.join(VARIANTS)}")
-        for key, value in PRESETS.get(c.method, {}).items():
-            if getattr(c, key) is None:
-                setattr(c, key, value)
+        c = dataclasses.replace(c, **fill_presets(dataclasses.asdict(c)))
         if c.data_seed is None:
             c.data_seed = c.seed
         _check_range("corruption_level", c.corruption_level, 0.0, 1.0)

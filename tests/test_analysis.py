@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 import analysis
-from analysis.cli import add_analyze_command
 from analysis.results import missing_cells, swept_params
+from ebomlc.cli import build_parser, main
 from ebomlc.errors import EbomlcError
 
 from .test_analysis_support import (EPOCHS, FINAL, LABELS, LC_MATRIX, epoch_lines, params, write_study,
@@ -29,8 +29,13 @@ def study(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def final(study):
-    return analysis.final_results(analysis.load_study(study))
+def df(study):
+    return analysis.load_study(study)
+
+
+@pytest.fixture(scope="module")
+def final(df):
+    return analysis.final_results(df)
 
 
 @pytest.fixture(scope="module")
@@ -38,17 +43,28 @@ def table(final):
     return analysis.rank_table(final)
 
 
-@pytest.fixture()
-def partial_study(tmp_path):
+@pytest.fixture(scope="module")
+def partial_study(tmp_path_factory):
     """The grid less both EBOMLC seeds at flip-20% (one running, one pending) and MLC's seed 2 at
     uniform-40% (errored after one epoch), plus a CE trial at flip-40% without result.json."""
-    s = write_study(tmp_path, skip={("ebomlc", "flip-20%", 1), ("ebomlc", "flip-20%", 2), ("mlc", "uniform-40%", 2)})
+    s = write_study(tmp_path_factory.mktemp("partial"),
+                    skip={("ebomlc", "flip-20%", 1), ("ebomlc", "flip-20%", 2), ("mlc", "uniform-40%", 2)})
     write_trial(s, "train_errored", params("mlc", "unif", 0.4, 2), epoch_lines("mlc", 0.5, reported=1), error=True)
     write_trial(s, "train_running", params("ebomlc", "flip", 0.2, 1), epoch_lines("ebomlc", 0.6, reported=2),
                 raw_tail='{"epoch": 3, "test_a')  # a line being written
     write_trial(s, "train_pending", params("ebomlc", "flip", 0.2, 2), [])
     write_trial(s, "train_no_results", params("ce", "flip", 0.4, 1), None)
     return s
+
+
+@pytest.fixture(scope="module")
+def partial_df(partial_study):
+    return analysis.load_study(partial_study)
+
+
+@pytest.fixture(scope="module")
+def partial_final(partial_df):
+    return analysis.final_results(partial_df)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -60,8 +76,7 @@ def test_setting_label():
     assert analysis.setting_label("unif", 0.125) == "uniform-12.5%"
 
 
-def test_load_study_is_tidy(study):
-    df = analysis.load_study(study)
+def test_load_study_is_tidy(df):
     assert len(df) == 18 * EPOCHS  # 3 methods x 3 settings x 2 seeds, one row per epoch
     for column in ("trial_id", "status", "finished", "setting", "method", "seed", "rho", "epoch", "test_acc",
                    "upper_loss", "lower_loss", "train_loss", "epoch_time", "train_time", "lc_matrix"):
@@ -80,8 +95,8 @@ def test_load_study_is_tidy(study):
     assert with_matrix["lc_matrix"].iloc[0] == LC_MATRIX
 
 
-def test_load_partial_study_never_crashes(partial_study):
-    df = analysis.load_study(partial_study)
+def test_load_partial_study_never_crashes(partial_df):
+    df = partial_df
     status = df.groupby("trial_dir")["status"].first()
     assert status["train_errored"] == "errored"
     assert status["train_running"] == "unfinished"
@@ -114,8 +129,7 @@ def test_load_errors_are_one_clear_line(tmp_path):
         analysis.load_study(tmp_path)
 
 
-def test_save_parquet_round_trip(study, tmp_path):
-    df = analysis.load_study(study)
+def test_save_parquet_round_trip(df, tmp_path):
     path = analysis.save_parquet(df, tmp_path / "results.parquet")
     back = pd.read_parquet(path)
     assert back.shape == df.shape and list(back.columns) == list(df.columns)
@@ -169,9 +183,8 @@ def test_rank_table_ranks_ties_and_bold(table):
     assert table.attrs["dataset"] == "digits"
 
 
-def test_rank_table_with_missing_cells(partial_study):
-    final = analysis.final_results(analysis.load_study(partial_study))
-    table = analysis.rank_table(final)
+def test_rank_table_with_missing_cells(partial_final):
+    table = analysis.rank_table(partial_final)
     assert list(table["mean"].columns) == [*LABELS, "flip-40%"]
     assert math.isnan(table["mean"].loc["EBOMLC", "flip-20%"])  # running and pending only
     assert table["n"].loc["MLC", "uniform-40%"] == 1  # the errored seed is left out
@@ -184,9 +197,9 @@ def test_rank_table_with_missing_cells(partial_study):
     assert table["avg_rank"]["EBOMLC"] == pytest.approx(1.25)  # over its two columns
 
 
-def test_missing_cells(partial_study, final):
+def test_missing_cells(partial_final, final):
     assert missing_cells(final).empty
-    missing = missing_cells(analysis.final_results(analysis.load_study(partial_study)))
+    missing = missing_cells(partial_final)
     notes = {(r.method, r.setting): r.note for r in missing.itertuples()}
     assert notes == {
         ("CE", "flip-40%"): "0 of 2 seeds finished (1 pending)",
@@ -256,8 +269,8 @@ def test_latex_structure(table):
     assert tex.count(r"\textbf{") == 4 + 1  # bold cells (one tie) + best average rank
 
 
-def test_latex_missing_cells_and_escaping(partial_study):
-    table = analysis.rank_table(analysis.final_results(analysis.load_study(partial_study)))
+def test_latex_missing_cells_and_escaping(partial_final):
+    table = analysis.rank_table(partial_final)
     tex = analysis.to_latex(table)
     rows = _check_tabular(tex, 1 + 4 + 2)
     assert rows[-1].startswith(r"EBOMLC & \textbf{92.00 $\pm$ 0.00} & \textbf{79.00 $\pm$ 1.41} & -- & -- & ")
@@ -337,46 +350,73 @@ def test_analyze_sweep_default_out(tmp_path):
     assert len(analysis.load_study(study)) == 8 * EPOCHS  # the output directory is not mistaken for a trial
 
 
-def _parser():
-    from ebomlc.cli import _Parser
-
-    parser = _Parser(prog="ebomlc")
-    add_analyze_command(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
-    return parser
-
-
-@pytest.fixture()
-def tiny_study(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
     """CE and EBOMLC, one seed at uniform-40%."""
-    return write_study(tmp_path, "tiny", methods=("ce", "ebomlc"),
+    return write_study(tmp_path_factory.mktemp("tiny"), "tiny", methods=("ce", "ebomlc"),
                        skip={(m, s, seed) for m in ("ce", "ebomlc") for s in LABELS for seed in (1, 2)
                              if s != "uniform-40%" or seed == 2})
 
 
 def test_cli_analyze(tiny_study, tmp_path, capsys):
-    args = _parser().parse_args(["analyze", str(tiny_study), "--out", str(tmp_path / "o")])
+    args = build_parser().parse_args(["analyze", str(tiny_study), "--out", str(tmp_path / "o")])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "study tiny: 2 trials: 2 finished" in out
     assert f"files to {tmp_path / 'o'}" in out and (tmp_path / "o" / "rank_table.md").is_file()
-    bad = _parser().parse_args(["analyze", str(tmp_path / "missing")])
+    bad = build_parser().parse_args(["analyze", str(tmp_path / "missing")])
     with pytest.raises(EbomlcError, match="does not exist"):
         bad.func(bad)
 
 
 def test_cli_analyze_bad_flag_is_one_line(capsys):
     with pytest.raises(SystemExit) as exc:
-        _parser().parse_args(["analyze"])
+        build_parser().parse_args(["analyze"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "error:" in err
 
 
-def test_ebomlc_main_analyze_when_wired(tiny_study, tmp_path, capsys):
-    from ebomlc import cli
-
-    if "analyze" not in cli.build_parser().format_help():
-        pytest.skip("analyze is not wired into ebomlc.cli yet")
-    assert cli.main(["analyze", str(tiny_study), "--out", str(tmp_path / "o")]) == 0
-    assert cli.main(["analyze", str(tmp_path / "missing")]) == 2
+def test_ebomlc_main_analyze(tiny_study, tmp_path, capsys):
+    assert main(["analyze", str(tiny_study), "--out", str(tmp_path / "o")]) == 0
+    assert main(["analyze", str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.startswith("ebomlc: error: study directory")
+
+
+def _one_error_line(argv: list[str], capsys) -> str:
+    """The single stderr line of ``ebomlc`` run with ``argv``, which must fail with status 2."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ebomlc: error: "), captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize("key", ["method", "dataset"])
+def test_cli_params_without_key(key, tmp_path, capsys):
+    s = tmp_path / "s"
+    write_trial(s, "a", params("ce", "unif", 0.4, 1), epoch_lines("ce", 0.7))
+    p = params("mlc", "unif", 0.4, 1)
+    del p[key]
+    write_trial(s, "b", p, epoch_lines("mlc", 0.7))
+    line = _one_error_line(["analyze", str(s)], capsys)
+    assert line.endswith(f"{s / 'b' / 'params.json'} has no {key!r}")
+    assert not (s / "analysis").exists()  # nothing half-written
+
+
+def test_cli_out_not_writable(tiny_study, tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.write_text("a file")
+    line = _one_error_line(["analyze", str(tiny_study), "--out", str(out)], capsys)
+    assert line == f"ebomlc: error: cannot write to {out}: not a directory"
+    assert out.read_text() == "a file"
+    line = _one_error_line(["analyze", str(tiny_study), "--out", str(out / "sub")], capsys)
+    assert line.startswith(f"ebomlc: error: cannot write to {out / 'sub'}: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_cli_study_path_is_a_file(tmp_path, capsys):
+    (tmp_path / "study.yaml").write_text("name: x\n")
+    line = _one_error_line(["analyze", str(tmp_path / "study.yaml")], capsys)
+    assert line == f"ebomlc: error: study directory {tmp_path / 'study.yaml'} is not a directory"

@@ -10,12 +10,7 @@ import pandas as pd
 import pytest
 
 import analysis
-
-# Skipped only while the Ray Tune layer is not built yet; once tune/launch.py exists this test runs.
-if not (Path(__file__).resolve().parents[1] / "tune" / "launch.py").is_file():
-    pytest.skip("tune/launch.py (run_study) is not built yet", allow_module_level=True)
-
-from tune import launch  # noqa: E402
+from tune import launch
 
 SPEC = {  # the tune/spec.py format: shared options, one trial per method
     "name": "analysis-real",
