@@ -11,11 +11,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from .departures import VARIANTS, normal_departures, parse_departures, resolve_parts
 from .errors import ConfigError
 
 DATASETS = ("digits", "cifar10", "cifar100")
 CORRUPTION_TYPES = ("unif", "flip")
-VARIANTS = ("paper", "reference")
 GRAD_Q_W = ("fd", "partial")
 
 # SPEC.md preset table: K, rho, delta, xi, grad_q_w. Methods without a barrier leave them unset
@@ -59,7 +59,8 @@ class TrainConfig:
     delta: float | None = None
     xi: float | None = None
     grad_q_w: str | None = None
-    variant: str = "paper"
+    variant: str = "paper"  # base set of departures from the paper's equations (ebomlc.departures)
+    departures: tuple[str, ...] | None = None  # parts added (name) or removed (-name) on top of the variant
     glc_phase1_epochs: int | None = None  # GLC: epochs of the silver-only phase (None: half)
     mix: bool = True
     eps: float = 1e-8
@@ -74,6 +75,10 @@ class TrainConfig:
     noise_key: str | None = None  # which labels of noise_file, e.g. worse_label
     device: str = "auto"
     max_steps_per_epoch: int | None = None  # for quick smoke runs; None = full epochs
+    train_subset: int | None = None  # class-balanced, seeded subset of the training images (before the split)
+    threads: int | None = None  # torch intra-op threads; None: torch's default (all cores)
+    eval_every: int = 1  # evaluate every N epochs (and always after the last)
+    eval_subset: int | None = None  # evaluate on a fixed seeded subset of this many test (and silver) images
 
     # ------------------------------------------------------------------
     def resolved(self) -> "TrainConfig":
@@ -93,6 +98,8 @@ class TrainConfig:
         if c.variant not in VARIANTS:
             raise ConfigError(f"unknown variant {c.variant!r}; choose one of: {', '.join(VARIANTS)}")
         c = dataclasses.replace(c, **fill_presets(dataclasses.asdict(c)))
+        parts = resolve_parts(c.variant, parse_departures(c.departures), c.dataset)
+        c.departures = normal_departures(c.variant, parts, c.dataset)
         if c.data_seed is None:
             c.data_seed = c.seed
         _check_range("corruption_level", c.corruption_level, 0.0, 1.0)
@@ -104,7 +111,8 @@ class TrainConfig:
         _check_range("meta_lr", c.meta_lr, 0.0, math.inf, low_open=True)
         _check_range("momentum", c.momentum, 0.0, 1.0, high_open=True)
         _check_range("weight_decay", c.weight_decay, 0.0, math.inf)
-        for name in ("bs", "epochs", "cls_dim", "inner_steps", "glc_phase1_epochs"):
+        for name in ("bs", "epochs", "cls_dim", "inner_steps", "glc_phase1_epochs", "train_subset", "threads",
+                     "eval_every", "eval_subset"):
             value = getattr(c, name)
             if value is None:
                 continue
@@ -122,6 +130,11 @@ class TrainConfig:
         return c
 
     @property
+    def parts(self) -> frozenset[str]:
+        """The departures from the paper's equations in force (``ebomlc.departures.PARTS``)."""
+        return resolve_parts(self.variant, parse_departures(self.departures), self.dataset)
+
+    @property
     def labels_from_file(self) -> bool:
         """True when the noisy labels come from --noisy_labels or --noise_file (no synthetic noise)."""
         return self.noisy_labels is not None or self.noise_file is not None
@@ -135,8 +148,9 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        if d["lr_milestones"] is not None:
-            d["lr_milestones"] = list(d["lr_milestones"])
+        for key in ("lr_milestones", "departures"):
+            if d[key] is not None:
+                d[key] = list(d[key])
         return d
 
     @classmethod
@@ -146,8 +160,9 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
         d = dict(d)
-        if d.get("lr_milestones") is not None:
-            d["lr_milestones"] = tuple(d["lr_milestones"])
+        for key in ("lr_milestones", "departures"):
+            if isinstance(d.get(key), list):
+                d[key] = tuple(d[key])
         return cls(**d)
 
 

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ebomlc.methods import METHODS, barrier_lambda, mlc_gradients, reference_update
+from ebomlc.departures import variant_parts
+from ebomlc.methods import METHODS, barrier_direction, barrier_lambda, mlc_gradients
 from ebomlc.methods.losses import lower_loss, mixture_upper_loss, reference_upper_loss, soft_ce
 
 from .tiny import clone_ctx, make_batch, make_ctx, plain_twin
@@ -301,8 +302,10 @@ def test_reference_update_matches_transcription(other_dataset):
     main_t, meta_t, lam_t = transcribe_reference(gw_F, ga_F, gw_q, ga_q, w, w_look, buf,
                                                  other_dataset=other_dataset, **hp)
     flat = lambda ts: torch.cat([t.reshape(-1) for t in ts])  # noqa: E731
-    main, meta, lam = reference_update(flat(gw_F), flat(ga_F), flat(gw_q), flat(ga_q), flat(w), flat(w_look),
-                                       flat(buf), replace_q=other_dataset, **hp)
+    parts = variant_parts("reference", "digits" if other_dataset else "cifar10")
+    assert ("q_as_step" in parts) == other_dataset
+    main, meta, lam = barrier_direction(flat(gw_F), flat(ga_F), flat(gw_q), flat(ga_q), parts, w=flat(w),
+                                        w_look=flat(w_look), momentum_buf=flat(buf), eps=1e-8, **hp)
     assert lam_t > 0
     torch.testing.assert_close(float(lam), lam_t)
     torch.testing.assert_close(main, flat(main_t))

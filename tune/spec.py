@@ -400,6 +400,12 @@ def _option_value(where: str, key: Any, value: Any) -> Any:
         if "None" not in kind:
             raise ConfigError(f"{where}: {key} cannot be null")
         return None
+    if kind.startswith("tuple[str"):
+        if isinstance(value, str):
+            value = value.split(",")
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: {key} must be a list of names, got {value!r}")
+        return [v.strip() for v in value if v.strip()]
     if kind.startswith("tuple"):
         if not isinstance(value, list):
             raise ConfigError(f"{where}: {key} must be a list of integers, got {value!r}")

@@ -1,7 +1,7 @@
 """Methods: each is a step function over the shared training loop."""
 from __future__ import annotations
 
-from .barrier import barrier_lambda, barrier_step, reference_update
+from .barrier import barrier_direction, barrier_lambda, barrier_step, sgd_step
 from .base import Batch, Method, StepContext, label_corrector
 from .ce import ce_step
 from .glc import estimate_corruption, glc_on_epoch_start, glc_step
@@ -27,4 +27,4 @@ METHODS: dict[str, Method] = {
 
 __all__ = ["METHODS", "label_corrector", "estimate_corruption", "glc_on_epoch_start", "glc_step", "l2rw_step",
            "l2rw_weights", "mwnet_gradients", "mwnet_step", "weight_net", "Method", "Batch", "StepContext", "barrier_lambda", "barrier_step",
-           "reference_update", "ce_step", "mlc_step", "mlc_gradients"]
+           "barrier_direction", "sgd_step", "ce_step", "mlc_step", "mlc_gradients"]

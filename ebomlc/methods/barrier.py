@@ -1,8 +1,10 @@
 """Dynamic-barrier MLC: one first-order step, two presets (SPEC.md "Dynamic-barrier MLC").
 
 ``mlcbome`` (MLC-D): K = 5, rho = 1, delta = 0.5, xi = 1.  ``ebomlc``: K = 1, rho = 0.2,
-delta = 0.25, xi = 0.5. The barrier algebra is in pure functions on flat vectors
-(:func:`barrier_lambda`, :func:`reference_update`) so it can be checked in isolation.
+delta = 0.25, xi = 0.5. The step reads the set of departures from the paper's equations in force
+(``config.parts``, named in ``ebomlc.departures``); with none it follows SPEC.md. The barrier algebra
+is in pure functions on flat vectors (:func:`barrier_lambda`, :func:`barrier_direction`) so it can be
+checked in isolation.
 """
 from __future__ import annotations
 
@@ -29,23 +31,37 @@ def barrier_lambda(grad_w_F: torch.Tensor, grad_a_F: torch.Tensor, grad_w_q: tor
     return (delta * q_norm2 - grad_w_F.dot(grad_w_q)).clamp_min(0.0) / (q_norm2 + eps)
 
 
-def reference_update(grad_w_F: torch.Tensor, grad_a_F: torch.Tensor, grad_w_q: torch.Tensor,
-                     grad_a_q: torch.Tensor, w: torch.Tensor, w_look: torch.Tensor, momentum_buf: torch.Tensor,
-                     eta: float, mu: float, wd: float, delta: float, xi: float, replace_q: bool
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The public EBOMLC code's direction (SPEC.md "Reference variant"), on flat vectors:
+def sgd_step(grad: torch.Tensor, w: torch.Tensor, momentum_buf: torch.Tensor, eta: float, mu: float,
+             wd: float) -> torch.Tensor:
+    """The step SGD would take: ``-eta (mu buf + grad + wd w)`` (the authors' ``update_params``)."""
+    return -eta * (mu * momentum_buf + grad + wd * w)
 
-    ``Delta_F = -eta (mu buf + grad_w F + wd w)``,
-    ``lambda = xi max(delta ||grad q||^2 - <grad_w q, Delta_F>, 0) / ||grad q||^2``,
-    main grad ``lambda grad_w q + Delta_F`` (with ``grad_w q -> -eta (mu buf + grad_w q + wd w')``
-    after lambda when ``replace_q``), meta grad ``grad_a F + lambda grad_a q``.
-    Returns ``(main_grad, meta_grad, lambda)``.
+
+def barrier_direction(grad_w_F: torch.Tensor, grad_a_F: torch.Tensor, grad_w_q: torch.Tensor,
+                      grad_a_q: torch.Tensor, parts: frozenset[str], *, w: torch.Tensor | None = None,
+                      w_look: torch.Tensor | None = None, momentum_buf: torch.Tensor | None = None, eta: float, mu: float, wd: float, delta: float, xi: float,
+                      eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Steps 3-4 on flat vectors: ``d_w = F_w + c q_w``, ``d_a = grad_a F + c grad_a q``, ``(d_w, d_a, lambda)``.
+
+    Paper (no parts): ``c = xi lambda`` with :func:`barrier_lambda`, ``F_w = grad_w F``, ``q_w = grad_w q``.
+    ``step_lambda``: ``c = lambda = xi max(delta ||grad q||^2 - <grad_w q, Delta_F>, 0) / ||grad q||^2``
+    with ``Delta_F = sgd_step(grad_w F, w)``; ``step_f_term``: ``F_w = Delta_F``;
+    ``q_as_step``: ``q_w = sgd_step(grad_w q, w_look)`` (after lambda). ``w``, ``w_look`` and the
+    momentum buffer are read only by these three parts.
     """
-    delta_F = -eta * (mu * momentum_buf + grad_w_F + wd * w)
-    q_norm2 = grad_w_q.dot(grad_w_q) + grad_a_q.dot(grad_a_q)
-    lam = xi * (delta * q_norm2 - grad_w_q.dot(delta_F)).clamp_min(0.0) / q_norm2
-    q_w = -eta * (mu * momentum_buf + grad_w_q + wd * w_look) if replace_q else grad_w_q
-    return lam * q_w + delta_F, grad_a_F + lam * grad_a_q, lam
+    delta_F = None
+    if "step_lambda" in parts or "step_f_term" in parts:
+        delta_F = sgd_step(grad_w_F, w, momentum_buf, eta, mu, wd)
+    if "step_lambda" in parts:
+        q_norm2 = grad_w_q.dot(grad_w_q) + grad_a_q.dot(grad_a_q)
+        lam = xi * (delta * q_norm2 - grad_w_q.dot(delta_F)).clamp_min(0.0) / q_norm2
+        coef = lam
+    else:
+        lam = barrier_lambda(grad_w_F, grad_a_F, grad_w_q, grad_a_q, delta, eps)
+        coef = xi * lam
+    q_w = sgd_step(grad_w_q, w_look, momentum_buf, eta, mu, wd) if "q_as_step" in parts else grad_w_q
+    f_w = delta_F if "step_f_term" in parts else grad_w_F
+    return f_w + coef * q_w, grad_a_F + coef * grad_a_q, lam
 
 
 # ---------------------------------------------------------------- losses at given weights
@@ -77,9 +93,12 @@ def barrier_step(ctx: StepContext, batch: Batch) -> dict[str, torch.Tensor]:
        ``fd`` or ``partial``);
     3. ``lambda`` from :func:`barrier_lambda`;
     4. ``d = grad F + xi lambda grad q`` into ``.grad``; SGD on ``w``, Adam on ``a``.
+
+    Each part in ``config.parts`` changes only what it names (``ebomlc.departures.PARTS``).
     """
     cfg, model, meta = ctx.config, ctx.model, ctx.meta
-    reference = cfg.variant == "reference"
+    parts = cfg.parts
+    look_bn = "lookahead_bn" in parts
     names, w = zip(*model.named_parameters())
     w = list(w)
     a = list(meta.parameters())
@@ -87,6 +106,7 @@ def barrier_step(ctx: StepContext, batch: Batch) -> dict[str, torch.Tensor]:
     x_up, y_up, x_c, y_c = batch.gold_halves(cfg.mix)
     x_low = batch.x_silver if x_c is None else torch.cat([batch.x_silver, x_c])
     eta, K = ctx.lr, cfg.inner_steps
+    mu, wd = cfg.momentum, cfg.weight_decay
 
     # g and grad g at (w, a): live forward, updates BN running statistics.
     g = _lower_at(model, meta, names, None, x_low, batch.y_silver, y_c)
@@ -96,7 +116,7 @@ def barrier_step(ctx: StepContext, batch: Batch) -> dict[str, torch.Tensor]:
     # F and grad F at (w, a).
     logits_up, feature_up = model(x_up)
     meta_up = meta(feature_up.detach(), y_up) if cfg.rho < 1.0 else None
-    upper_fn = reference_upper_loss if reference else mixture_upper_loss
+    upper_fn = reference_upper_loss if "logit_mix_upper" in parts else mixture_upper_loss
     upper = upper_fn(logits_up, meta_up, y_up, cfg.rho)
     grads_F = torch.autograd.grad(upper, w + a, allow_unused=True)
     grad_w_F, grad_a_F = flat_grads(grads_F[:n_w], w), flat_grads(grads_F[n_w:], a)
@@ -104,16 +124,15 @@ def barrier_step(ctx: StepContext, batch: Batch) -> dict[str, torch.Tensor]:
     # Inner loop without a graph: w_K is a constant.
     w_k = [p.detach() for p in w]
     grad_k = grad_w_g
-    if reference:
-        mu, wd = cfg.momentum, cfg.weight_decay
+    if "inner_momentum" in parts:
         bufs = [ctx.opt.state.get(p, {}).get("momentum_buffer") for p in w]
     for k in range(K):
         if k > 0:
             w_k = [t.requires_grad_(True) for t in w_k]
-            g_k = _lower_at(model, meta, names, w_k, x_low, batch.y_silver, y_c, update_bn=reference)
+            g_k = _lower_at(model, meta, names, w_k, x_low, batch.y_silver, y_c, update_bn=look_bn)
             grad_k = torch.autograd.grad(g_k, w_k)
             w_k = [t.detach() for t in w_k]
-        if reference:  # the authors' inner step: SGD with momentum buffer and weight decay
+        if "inner_momentum" in parts:  # the authors' inner step: SGD with momentum buffer and weight decay
             steps = [gk + wd * wt + (mu * b if b is not None else 0.0) for gk, wt, b in zip(grad_k, w_k, bufs)]
             bufs = steps
             w_k = torch._foreach_add(w_k, steps, alpha=-eta)
@@ -123,29 +142,27 @@ def barrier_step(ctx: StepContext, batch: Batch) -> dict[str, torch.Tensor]:
     # g and its gradient at (w_K, a).
     if cfg.grad_q_w == "fd":
         w_K = [t.requires_grad_(True) for t in w_k]
-        g_K = _lower_at(model, meta, names, w_K, x_low, batch.y_silver, y_c, update_bn=reference)
+        g_K = _lower_at(model, meta, names, w_K, x_low, batch.y_silver, y_c, update_bn=look_bn)
         grads_K = torch.autograd.grad(g_K, w_K + a)
         grad_w_q = flat(grad_w_g) - flat(grads_K[:n_w])
         grad_a_gK = grads_K[n_w:]
     else:  # partial: w_K held fixed, grad_w q = grad_w g(w, a); no main-model backward at w_K
-        g_K = _lower_at(model, meta, names, w_k, x_low, batch.y_silver, y_c, update_bn=reference, main_grad=False)
+        g_K = _lower_at(model, meta, names, w_k, x_low, batch.y_silver, y_c, update_bn=look_bn, main_grad=False)
         grad_a_gK = torch.autograd.grad(g_K, a)
         grad_w_q = flat(grad_w_g)
     grad_a_q = flat(grad_a_g) - flat(grad_a_gK)
     value_gap = (g - g_K).detach()
 
-    if reference:
-        w_flat, w_look_flat = flat([p.detach() for p in w]), flat(w_k)
-        d_w, d_a, lam = reference_update(
-            grad_w_F, grad_a_F, grad_w_q, grad_a_q, w_flat, w_look_flat, _momentum_buffer(ctx.opt, w),
-            eta, cfg.momentum, cfg.weight_decay, cfg.delta, cfg.xi, replace_q=cfg.dataset != "cifar10")
-        with torch.no_grad():  # the authors' code steps from the look-ahead weights
+    uses_step = {"step_lambda", "step_f_term", "q_as_step"} & parts
+    d_w, d_a, lam = barrier_direction(
+        grad_w_F, grad_a_F, grad_w_q, grad_a_q, parts,
+        w=flat([p.detach() for p in w]) if uses_step else None, w_look=flat(w_k) if uses_step else None,
+        momentum_buf=_momentum_buffer(ctx.opt, w) if uses_step else None,
+        eta=eta, mu=mu, wd=wd, delta=cfg.delta, xi=cfg.xi, eps=cfg.eps)
+    if "lookahead_step" in parts:  # the authors' code steps from the look-ahead weights
+        with torch.no_grad():
             for p, t in zip(w, w_k):
                 p.copy_(t)
-    else:
-        lam = barrier_lambda(grad_w_F, grad_a_F, grad_w_q, grad_a_q, cfg.delta, cfg.eps)
-        d_w = grad_w_F + cfg.xi * lam * grad_w_q
-        d_a = grad_a_F + cfg.xi * lam * grad_a_q
 
     unflat_to_grad(d_w, w)
     unflat_to_grad(d_a, a)

@@ -54,7 +54,7 @@ def label_corrector(feature_dim: int, num_classes: int, config: TrainConfig) -> 
     """The meta label-correction model of SPEC.md (MLC, MLC-D, EBOMLC)."""
     from ..models import MetaNet
 
-    return MetaNet(feature_dim, num_classes, config.cls_dim, reference=config.variant == "reference")
+    return MetaNet(feature_dim, num_classes, config.cls_dim, reference="reference_meta" in config.parts)
 
 
 @dataclass(frozen=True)
