@@ -109,6 +109,7 @@ def plot_curves(df: pd.DataFrame, setting: str, path: str | Path, dataset: str |
                 column = "train_loss"  # CE: one level only
             if column not in rows or rows[column].isna().all():
                 continue
+            rows = rows[rows[column].notna()]  # epochs without evaluation (eval_every > 1)
             stats = rows.groupby("epoch")[column].agg(["mean", "std"]).sort_index()
             x = stats.index.to_numpy(dtype=float)
             mean, std = stats["mean"].to_numpy(float) * scale, stats["std"].fillna(0).to_numpy(float) * scale

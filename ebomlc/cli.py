@@ -9,6 +9,7 @@ import sys
 from typing import Sequence
 
 from .config import TrainConfig
+from .departures import PARTS, VARIANTS
 from .errors import EbomlcError
 
 
@@ -42,8 +43,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     b.add_argument("--delta", type=float, help="barrier coefficient (ebomlc 0.25, mlcbome 0.5)")
     b.add_argument("--inner_steps", "--K", type=int, dest="inner_steps", help="inner steps K (ebomlc 1, mlcbome 5)")
     b.add_argument("--grad_q_w", choices=["fd", "partial"], help="main part of grad q (default fd)")
-    b.add_argument("--variant", choices=["paper", "reference"], default="paper",
-                   help="paper equations (default) or the public code's update")
+    b.add_argument("--variant", choices=list(VARIANTS),
+                   help="which departures from the paper's equations are on: paper (none) or reference (all of "
+                        "the authors' code's; see --departures) (default: the method's preset, paper)")
+    b.add_argument("--departures", metavar="PARTS",
+                   help="comma-separated parts added to the variant, or removed with a leading '-' (write "
+                        "--departures=-NAME,...): " + ", ".join(PARTS))
     b.add_argument("--no_mix", action="store_true", help="use all gold in the upper loss (no mix mode)")
     r = p.add_argument_group("data, device, output")
     r.add_argument("--seed", type=int, default=d.seed, help="seed of model init, batches and (unless --data_seed) data")
@@ -54,6 +59,16 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--out", help="the run directory itself (default: runs/<runid>)")
     r.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     r.add_argument("--max_steps_per_epoch", type=int, help="cap steps per epoch (quick smoke runs)")
+    r.add_argument("--train_subset", type=int, metavar="N",
+                   help="train on N images, N/K per class, drawn by the data seed before the gold/silver split "
+                        "(default: all)")
+    r.add_argument("--threads", type=int,
+                   help="torch threads of this run; set it when runs share cores (default: torch's, all cores)")
+    r.add_argument("--eval_every", type=int, default=d.eval_every,
+                   help="evaluate every N epochs and after the last (default: %(default)s)")
+    r.add_argument("--eval_subset", type=int, metavar="N",
+                   help="evaluate on a fixed subset of N test images (and N silver images for label correction), "
+                        "the same for every run (default: all)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     n = p.add_argument_group("your own noisy labels (instead of --corruption_type/--corruption_level)")
     n.add_argument("--noisy_labels", metavar="FILE",
@@ -77,6 +92,8 @@ def _config_from_args(a: argparse.Namespace) -> TrainConfig:
         runid=a.runid, cls_dim=a.cls_dim, inner_steps=a.inner_steps, rho=a.rho, delta=a.delta, xi=a.xi,
         grad_q_w=a.grad_q_w, variant=a.variant, mix=not a.no_mix, seed=a.seed, data_seed=a.data_seed,
         data_dir=a.data_dir, download=a.download, device=a.device, max_steps_per_epoch=a.max_steps_per_epoch,
+        departures=a.departures, train_subset=a.train_subset, threads=a.threads, eval_every=a.eval_every,
+        eval_subset=a.eval_subset,
         noisy_labels=a.noisy_labels, gold_indices=a.gold_indices, noise_file=a.noise_file, noise_key=a.noise_key)
 
 

@@ -23,8 +23,8 @@ GRAD_Q_W = ("fd", "partial")
 PRESETS: dict[str, dict[str, Any]] = {
     "ce": {},
     "mlc": {"inner_steps": 1},
-    "mlcbome": {"inner_steps": 5, "rho": 1.0, "delta": 0.5, "xi": 1.0, "grad_q_w": "fd"},
-    "ebomlc": {"inner_steps": 1, "rho": 0.2, "delta": 0.25, "xi": 0.5, "grad_q_w": "fd"},
+    "mlcbome": {"inner_steps": 5, "rho": 1.0, "delta": 0.5, "xi": 1.0, "grad_q_w": "fd", "variant": "paper"},
+    "ebomlc": {"inner_steps": 1, "rho": 0.2, "delta": 0.25, "xi": 0.5, "grad_q_w": "fd", "variant": "paper"},
 }
 
 
@@ -59,8 +59,8 @@ class TrainConfig:
     delta: float | None = None
     xi: float | None = None
     grad_q_w: str | None = None
-    variant: str = "paper"  # base set of departures from the paper's equations (ebomlc.departures)
-    departures: tuple[str, ...] | None = None  # parts added (name) or removed (-name) on top of the variant
+    variant: str | None = None  # base set of departures from the paper's equations (ebomlc.departures); None: preset
+    departures: str | None = None  # "name,-name": parts added to or removed from the variant (a list works too)
     glc_phase1_epochs: int | None = None  # GLC: epochs of the silver-only phase (None: half)
     mix: bool = True
     eps: float = 1e-8
@@ -95,11 +95,13 @@ class TrainConfig:
                 f"unknown corruption_type {c.corruption_type!r}; choose one of: {', '.join(CORRUPTION_TYPES)}")
         if c.optimizer != "sgd":
             raise ConfigError(f"unknown optimizer {c.optimizer!r}; only 'sgd' (the paper's recipe) is supported")
-        if c.variant not in VARIANTS:
+        if c.variant is not None and c.variant not in VARIANTS:
             raise ConfigError(f"unknown variant {c.variant!r}; choose one of: {', '.join(VARIANTS)}")
         c = dataclasses.replace(c, **fill_presets(dataclasses.asdict(c)))
+        if c.variant is None:
+            c.variant = "paper"
         parts = resolve_parts(c.variant, parse_departures(c.departures), c.dataset)
-        c.departures = normal_departures(c.variant, parts, c.dataset)
+        c.departures = ",".join(normal_departures(c.variant, parts, c.dataset))
         if c.data_seed is None:
             c.data_seed = c.seed
         _check_range("corruption_level", c.corruption_level, 0.0, 1.0)
@@ -148,9 +150,8 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        for key in ("lr_milestones", "departures"):
-            if d[key] is not None:
-                d[key] = list(d[key])
+        if d["lr_milestones"] is not None:
+            d["lr_milestones"] = list(d["lr_milestones"])
         return d
 
     @classmethod
@@ -160,14 +161,16 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
         d = dict(d)
-        for key in ("lr_milestones", "departures"):
-            if isinstance(d.get(key), list):
-                d[key] = tuple(d[key])
+        if d.get("lr_milestones") is not None:
+            d["lr_milestones"] = tuple(d["lr_milestones"])
         return cls(**d)
 
 
 def _check_label_files(c: TrainConfig) -> None:
     """Consistency of the label-file options; file paths become absolute (runs may start elsewhere)."""
+    if c.train_subset is not None and c.labels_from_file:
+        raise ConfigError("--train_subset draws from the dataset's own labels; with a label file, list the images "
+                          "to use in the file instead")
     if c.noisy_labels is not None and c.noise_file is not None:
         raise ConfigError("--noisy_labels and --noise_file both give the noisy labels; pass only one")
     if c.noise_key is not None and c.noise_file is None:

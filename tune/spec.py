@@ -80,7 +80,7 @@ class StudySpec:
         """Options that differ between trials: ``method`` (if several), case, grid and search keys."""
         keys = ["method"] if len(self.methods) > 1 else []
         for source in (*self.cases, self.grid, self.search.space if self.search else {}):
-            keys += [k for k in source if k not in keys]
+            keys += [k for k in source if k not in keys and k != "method"]
         return keys
 
     def trial_configs(self, data_root: Path | None = None) -> list[dict[str, Any]]:
@@ -93,6 +93,9 @@ class StudySpec:
         configs = []
         for method in self.methods:
             for case in self.cases or ({},):
+                if case.get("method", method) != method:  # a case that names its method runs only that one
+                    continue
+                case = {k: v for k, v in case.items() if k != "method"}
                 for values in itertools.product(*(self.grid[k] for k in keys)):
                     point = {**case, **dict(zip(keys, values))}
                     config = _resolve({**self.options, **point, "method": method}, _trial(method, point))
@@ -181,11 +184,12 @@ def _parse(raw: dict[str, Any], default_name: str | None, check_trials: bool = T
             options[key] = raw[key]
     options = {k: _option_value(f"options.{k}", k, v) for k, v in options.items()}
 
-    cases = raw.get("cases") or []
+    cases = raw.get("cases") or []  # a case may name its `method`: then it runs with that method only
     if not isinstance(cases, list) or not all(isinstance(c, dict) and c for c in cases):
         raise ConfigError("cases: must be a list of option mappings, e.g. "
                           "[{corruption_type: unif, corruption_level: 0.2}, ...]")
-    cases = tuple({k: _option_value(f"cases[{i}].{k}", k, v) for k, v in c.items()} for i, c in enumerate(cases))
+    cases = tuple({k: _case_method(f"cases[{i}].method", v, methods) if k == "method"
+                   else _option_value(f"cases[{i}].{k}", k, v) for k, v in c.items()} for i, c in enumerate(cases))
 
     grid = {}
     for key, values in _mapping("grid", raw.get("grid")).items():
@@ -217,6 +221,11 @@ def _parse(raw: dict[str, Any], default_name: str | None, check_trials: bool = T
     gpu = _number("resources.gpu", resources.get("gpu", 0), low=0)
     if gpu > 1 and gpu != int(gpu):
         raise ConfigError(f"resources.gpu: a fraction must be below 1 (trials sharing a GPU), got {gpu}")
+    if not any("threads" in place for place in (options, grid, *cases, search.space if search else {})):
+        options["threads"] = max(1, int(cpu))  # what Ray gives a trial; recorded, so a CLI run can match it
+    if search is not None and search.scheduler and int(options.get("eval_every", 1)) > 1:
+        raise ConfigError("options.eval_every: early stopping (search.scheduler) compares test accuracy every "
+                          "epoch; use eval_every 1 or drop the scheduler")
     max_concurrent = raw.get("max_concurrent")
     if max_concurrent is not None:
         max_concurrent = _integer("max_concurrent", max_concurrent, low=1)
@@ -238,6 +247,13 @@ def _parse(raw: dict[str, Any], default_name: str | None, check_trials: bool = T
     else:
         _check_search_bounds(spec)
     return spec
+
+
+def _case_method(where: str, value: Any, methods: tuple[str, ...]) -> str:
+    """A case's own ``method``: it must be one of ``methods`` (the case then runs only with it)."""
+    if value not in methods:
+        raise ConfigError(f"{where}: {value!r} is not one of the study's methods ({', '.join(methods)})")
+    return value
 
 
 def check_name(name: Any, where: str = "name") -> str:
@@ -400,12 +416,8 @@ def _option_value(where: str, key: Any, value: Any) -> Any:
         if "None" not in kind:
             raise ConfigError(f"{where}: {key} cannot be null")
         return None
-    if kind.startswith("tuple[str"):
-        if isinstance(value, str):
-            value = value.split(",")
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: {key} must be a list of names, got {value!r}")
-        return [v.strip() for v in value if v.strip()]
+    if key == "departures" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = ",".join(value)  # a YAML list of parts, or one comma-separated string
     if kind.startswith("tuple"):
         if not isinstance(value, list):
             raise ConfigError(f"{where}: {key} must be a list of integers, got {value!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from ebomlc.config import TrainConfig
 from ebomlc.data import NoisyData
 from ebomlc.train import DATA_FIELDS, Trainer, data_key, load_data, resolve_device
 from ebomlc.train.checkpoint import load_torch, save_torch
+
+from .spec import COMMON_METRICS, LABEL_CORRECTION_METRICS
 
 STATE_FILE = "trainer.pt"
 
@@ -45,8 +48,12 @@ def train_trial(config: dict[str, Any], checkpoint_every: int = 1) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             trainer.load_state_dict(load_torch(Path(folder) / STATE_FILE))
+    unevaluated = dict.fromkeys(COMMON_METRICS + (LABEL_CORRECTION_METRICS if trainer.method.corrects_labels else ()),
+                                math.nan)
     while trainer.epoch < cfg.epochs:
-        row = trainer.run_epoch()  # DivergedError: Tune records the trial as errored
+        # DivergedError: Tune records the trial as errored. Epochs between evaluations (eval_every)
+        # report NaN test metrics: Tune wants the study's metric in every result.
+        row = {**unevaluated, **trainer.run_epoch()}
         last = trainer.epoch == cfg.epochs
         if last:
             matrix = trainer.label_correction_matrix()

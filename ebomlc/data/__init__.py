@@ -2,6 +2,7 @@
 device-resident batches."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from dataclasses import dataclass
@@ -11,11 +12,11 @@ import torch
 
 from ..errors import DataError
 from .labels import read_gold_list, read_label_file, read_noise_file, split_trusted
-from .noise import corrupt_labels, corruption_matrix, split_gold_silver
+from .noise import corrupt_labels, corruption_matrix, fixed_subset, split_gold_silver
 from .sources import RawDataset, load_dataset
 
 __all__ = ["NoisyData", "build_noisy_data", "build_labelled_data", "given_labels", "load_dataset",
-           "cached_dataset", "RawDataset"]
+           "cached_dataset", "RawDataset", "training_subset"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -65,6 +66,17 @@ class NoisyData:
             return None
         return float((self.silver_noisy != self.silver_true).float().mean())
 
+    def evaluation_view(self, size: int | None) -> "NoisyData":
+        """This data with the test and silver sets cut to the same fixed ``size`` images for every run
+        (:func:`fixed_subset`); itself when ``size`` is None or covers them."""
+        test, silver = fixed_subset(len(self.y_test), size), fixed_subset(len(self.silver_noisy), size)
+        if test is None and silver is None:
+            return self
+        pick = lambda t, i: t if i is None or t is None else t[torch.from_numpy(i).to(t.device)]  # noqa: E731
+        return dataclasses.replace(self, x_test=pick(self.x_test, test), y_test=pick(self.y_test, test),
+                                   x_silver=pick(self.x_silver, silver), silver_noisy=pick(self.silver_noisy, silver),
+                                   silver_true=pick(self.silver_true, silver))
+
     def summary(self) -> dict:
         out = {"dataset": self.name, "num_classes": self.num_classes, "n_gold": len(self.gold_index),
                "n_silver": len(self.silver_index), "n_test": int(self.y_test.numel()),
@@ -72,6 +84,12 @@ class NoisyData:
         if self.label_source != "synthetic":
             out.update(label_source=self.label_source, labels_sha1=self.labels_sha1)
         return out
+
+
+def training_subset(raw: RawDataset, index: np.ndarray) -> RawDataset:
+    """``raw`` with only the training images ``index`` (the test set unchanged)."""
+    paths = None if raw.train_paths is None else tuple(raw.train_paths[i] for i in index)
+    return dataclasses.replace(raw, x_train=raw.x_train[index], y_train=raw.y_train[index], train_paths=paths)
 
 
 def build_noisy_data(raw: RawDataset, corruption_type: str, corruption_level: float,

@@ -72,3 +72,29 @@ def split_gold_silver(labels: np.ndarray, num_classes: int, gold_fraction: float
     gold = np.sort(np.concatenate(gold))
     silver = np.setdiff1d(np.arange(len(labels)), gold)
     return gold, silver
+
+
+def class_balanced_subset(labels: np.ndarray, num_classes: int, size: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``size // K`` images of every class, drawn without replacement by ``seed``
+    (taken before the gold/silver split, so gold and silver both come from the subset)."""
+    per_class = size // num_classes
+    if per_class < 1:
+        raise ConfigError(f"--train_subset {size} gives fewer than one image per class ({num_classes} classes); "
+                          f"use at least {num_classes}")
+    rng = np.random.default_rng([seed, 3])
+    chosen = []
+    for c in range(num_classes):
+        members = np.flatnonzero(labels == c)
+        if len(members) < per_class:
+            raise ConfigError(f"--train_subset {size} asks for {per_class} images of class {c}, which has only "
+                              f"{len(members)}; use at most {num_classes * min(np.bincount(labels, minlength=num_classes))}")
+        chosen.append(rng.choice(members, size=per_class, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def fixed_subset(n: int, size: int | None) -> np.ndarray | None:
+    """The first ``size`` of a permutation of ``range(n)`` fixed for every run (seed 0), sorted; None
+    when ``size`` is None or covers everything. Evaluation subsets: every method sees the same images."""
+    if size is None or size >= n:
+        return None
+    return np.sort(np.random.default_rng(0).permutation(n)[:size])

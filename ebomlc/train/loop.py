@@ -13,10 +13,11 @@ import numpy as np
 import torch
 
 from ..config import TrainConfig
-from ..data import NoisyData, build_labelled_data, build_noisy_data, cached_dataset, given_labels
+from ..data import NoisyData, build_labelled_data, build_noisy_data, cached_dataset, given_labels, training_subset
 from ..data.labels import read_gold_list
 from ..data.augment import normalize, random_crop_flip
 from ..data.batches import GoldStream, epoch_batches, steps_per_epoch
+from ..data.noise import class_balanced_subset
 from ..errors import EbomlcError
 from ..methods import METHODS, Batch, StepContext
 from ..models import build_main_model
@@ -42,7 +43,7 @@ def resolve_device(name: str) -> torch.device:
 
 #: The TrainConfig fields that determine a run's data: runs equal on these share the same NoisyData.
 DATA_FIELDS = ("dataset", "data_dir", "download", "corruption_type", "corruption_level", "gold_fraction",
-               "data_seed", "noisy_labels", "gold_indices", "noise_file", "noise_key")
+               "data_seed", "noisy_labels", "gold_indices", "noise_file", "noise_key", "train_subset")
 
 
 def data_key(config: TrainConfig) -> tuple:
@@ -53,6 +54,9 @@ def data_key(config: TrainConfig) -> tuple:
 def load_data(config: TrainConfig, device: torch.device) -> NoisyData:
     """The noisy dataset of a resolved config; the raw images are memoised per process."""
     raw = cached_dataset(config.dataset, config.data_dir, config.download)
+    if config.train_subset is not None:
+        raw = training_subset(raw, class_balanced_subset(raw.y_train, raw.num_classes, config.train_subset,
+                                                         config.data_seed))
     if config.labels_from_file:
         given, clean = given_labels(raw, config.noisy_labels, config.noise_file, config.noise_key)
         gold = read_gold_list(config.gold_indices, len(given), raw.train_paths) if config.gold_indices else None
@@ -66,11 +70,14 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, data: NoisyData | None = None, device: torch.device | None = None):
         self.config = config = config.resolved()
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
         self.method = METHODS[config.method]
         self.device = device or resolve_device(config.device)
         if self.device.type == "cpu":
             retain_freed_cpu_memory()
         self.data = data if data is not None else load_data(config, self.device)
+        self.eval_data = self.data.evaluation_view(config.eval_subset)
         d = self.data
         torch.manual_seed(config.seed)
         self.model = build_main_model(config.dataset, d.num_classes, d.in_channels).to(self.device)
@@ -161,8 +168,9 @@ class Trainer:
         return Batch(x[:n], self.y_train[index], x[n:], self.data.y_gold[gold])
 
     def run_epoch(self, on_step: Callable[[int, int], None] | None = None, evaluate: bool = True) -> dict:
-        """Train one epoch, evaluate, append and return the epoch's metrics row. ``evaluate=False``
-        leaves out the test and label-correction metrics (timing runs)."""
+        """Train one epoch, evaluate, append and return the epoch's metrics row. Evaluation (test and
+        label-correction metrics) runs every ``eval_every`` epochs and after the last, on ``eval_subset``
+        images; ``evaluate=False`` leaves it out (timing runs)."""
         cfg = self.config
         if self.method.on_epoch_start is not None:
             self.method.on_epoch_start(self)
@@ -192,9 +200,10 @@ class Trainer:
                                 f"(lower --main_lr or --meta_lr)")
         self.epoch += 1
         self.train_time += epoch_time
-        row = {"epoch": self.epoch, "lr": lr, **row, **(evaluate_test(self.model, self.data) if evaluate else {})}
+        evaluate = evaluate and (self.epoch % cfg.eval_every == 0 or self.epoch >= cfg.epochs)
+        row = {"epoch": self.epoch, "lr": lr, **row, **(evaluate_test(self.model, self.eval_data) if evaluate else {})}
         if evaluate and self.method.corrects_labels:
-            lc, _ = label_correction(self.model, self.meta, self.data)
+            lc, _ = label_correction(self.model, self.meta, self.eval_data)
             row.update(lc)
         row["epoch_time"] = epoch_time
         row["train_time"] = self.train_time
@@ -205,16 +214,17 @@ class Trainer:
         """``[true, corrected]`` counts of the meta model on silver, now (None without true labels)."""
         if not self.method.corrects_labels or self.data.silver_true is None:
             return None
-        return label_correction(self.model, self.meta, self.data)[1].numpy()
+        return label_correction(self.model, self.meta, self.eval_data)[1].numpy()
 
     def summary(self) -> dict:
-        accs = [r["test_acc"] for r in self.history]
+        evaluated = [r for r in self.history if "test_acc" in r]
+        accs = [r["test_acc"] for r in evaluated]
         best = int(np.argmax(accs)) if accs else -1
         return {
             "method": self.config.method, "epochs": self.epoch,
             "final_test_acc": accs[-1] if accs else None,
-            "best_test_acc": accs[best] if accs else None,  # optimistic: max over epochs of test accuracy
-            "best_epoch": best + 1 if accs else None,
+            "best_test_acc": accs[best] if accs else None,  # optimistic: max over evaluated epochs
+            "best_epoch": evaluated[best]["epoch"] if accs else None,
             "train_time": self.train_time,
             "seconds_per_epoch": self.train_time / self.epoch if self.epoch else None,
             **self.data.summary(),
