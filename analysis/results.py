@@ -28,7 +28,7 @@ METHOD_NAMES = {"ce": "CE", "glc": "GLC", "l2rw": "L2RW", "mwnet": "MW-Net", "ml
 PARAM_NAMES = {"inner_steps": "K"}
 #: Config fields that never count as swept hyperparameters.
 NOT_HYPERPARAMS = frozenset({"method", "dataset", "seed", "data_seed", "corruption_type", "corruption_level",
-                             "runid", "device", "data_dir", "download", "out", "extra", "resume", "quiet"})
+                             "runid", "device", "data_dir", "download", "out", "extra", "resume", "quiet", "threads"})
 #: Preferred order of swept hyperparameters in labels.
 PARAM_ORDER = ("rho", "delta", "xi", "inner_steps")
 
@@ -88,9 +88,18 @@ def swept_params(df: pd.DataFrame) -> dict[str, list[str]]:
     return swept
 
 
+def variant_text(variant: Any, departures: Any) -> str:
+    """``reference``, ``paper +lookahead_step``, ``reference -step_f_term``: a variant and its departures."""
+    parts = [p if p.startswith("-") else f"+{p}" for p in str(departures or "").split(",") if p]
+    return " ".join([str(variant), *parts])
+
+
 def _method_label(row: pd.Series, params: list[str]) -> tuple[str, str]:
-    """Method label and method key of a trial."""
-    values = [(param_name(p), format_value(row[p])) for p in params]
+    """Method label and method key of a trial. A swept variant or departures read as one setting,
+    ``variant=reference -lookahead_step``."""
+    values = [(param_name(p), format_value(row[p])) for p in params if p not in ("variant", "departures")]
+    if "variant" in params or "departures" in params:
+        values.insert(0, ("variant", variant_text(row.get("variant"), row.get("departures"))))
     label = method_name(row["method"]) + (f" ({', '.join(f'{n}={v}' for n, v in values)})" if values else "")
     key = "_".join([str(row["method"])] + [f"{n}{v}" for n, v in values])
     return label, re.sub(r"[^A-Za-z0-9._=+-]+", "-", key)

@@ -420,3 +420,15 @@ def test_cli_study_path_is_a_file(tmp_path, capsys):
     (tmp_path / "study.yaml").write_text("name: x\n")
     line = _one_error_line(["analyze", str(tmp_path / "study.yaml")], capsys)
     assert line == f"ebomlc: error: study directory {tmp_path / 'study.yaml'} is not a directory"
+
+
+def test_variant_and_departures_read_as_one_setting_in_labels():
+    from analysis.results import _method_label, variant_text
+
+    assert variant_text("paper", "") == "paper"
+    assert variant_text("reference", "-lookahead_step") == "reference -lookahead_step"
+    assert variant_text("paper", "lookahead_step,step_f_term") == "paper +lookahead_step +step_f_term"
+    row = pd.Series({"method": "ebomlc", "variant": "reference", "departures": "-lookahead_step", "rho": 0.5})
+    label, key = _method_label(row, ["variant", "departures", "rho"])
+    assert label == "EBOMLC (variant=reference -lookahead_step, rho=0.5)"
+    assert key == "ebomlc_variantreference--lookahead_step_rho0.5"  # file-name safe

@@ -83,3 +83,39 @@ def test_bad_level_is_rejected():
         TrainConfig(corruption_level=1.5).resolved()
     with pytest.raises(ConfigError, match="unknown corruption_type"):
         corruption_matrix("pairs", 0.2, 10, 0)
+
+
+def test_train_subset_is_class_balanced_seeded_and_split_inside(digits):
+    import torch
+
+    from ebomlc.train import load_data
+
+    def data(**kw):
+        return load_data(TrainConfig(dataset="digits", gold_fraction=0.1, corruption_level=0.4, train_subset=500,
+                                     **kw).resolved(), torch.device("cpu"))
+
+    a, b, other = data(seed=1), data(seed=1), data(seed=2)
+    n_gold, n_silver = len(a.gold_index), len(a.silver_index)
+    assert n_gold + n_silver == 500  # 50 per class; gold and silver both come from the subset
+    labels = np.concatenate([a.y_gold.numpy(), a.silver_true.numpy()])
+    assert (np.bincount(labels, minlength=10) == 50).all()
+    assert n_gold == 50 and (np.bincount(a.y_gold.numpy(), minlength=10) == 5).all()  # 10% of the subset
+    for x, y in ((a.x_silver, b.x_silver), (a.x_gold, b.x_gold), (a.silver_noisy, b.silver_noisy)):
+        assert torch.equal(x, y)  # same data seed: same subset, split and noise
+    assert not torch.equal(a.x_silver, other.x_silver)  # another seed draws another subset
+    # every image of the subset is a training image, none twice, and the test set is untouched
+    train = {bytes(x) for x in digits.x_train.reshape(len(digits.x_train), -1)}
+    chosen = [bytes(x) for x in torch.cat([a.x_gold, a.x_silver]).reshape(500, -1).numpy()]
+    assert set(chosen) <= train
+    assert torch.equal(a.x_test, torch.from_numpy(digits.x_test)) and len(a.y_test) == len(digits.y_test)
+
+
+def test_train_subset_errors_are_one_line():
+    from ebomlc.data.noise import class_balanced_subset
+
+    labels = np.repeat(np.arange(3), [5, 5, 2])
+    with pytest.raises(ConfigError, match="asks for 3 images of class 2, which has only 2; use at most 6"):
+        class_balanced_subset(labels, 3, 9, 0)
+    with pytest.raises(ConfigError, match="fewer than one image per class"):
+        class_balanced_subset(labels, 3, 2, 0)
+    assert sorted(np.bincount(labels[class_balanced_subset(labels, 3, 6, 0)])) == [2, 2, 2]

@@ -121,3 +121,30 @@ def test_cpu_allocator_setting_respects_the_users_environment():
     kept = subprocess.run([sys.executable, "-c", code], env={**env, "MALLOC_TRIM_THRESHOLD_": "0"},
                           capture_output=True, text=True, check=True)
     assert kept.stdout.split() == ["False", "False"]
+
+
+def test_evaluation_every_n_epochs_on_a_fixed_subset(monkeypatch):
+    from ebomlc.train import loop
+
+    seen = []
+    real = loop.evaluate_test
+    monkeypatch.setattr(loop, "evaluate_test", lambda model, data: seen.append(len(data.y_test)) or real(model, data))
+    trainer = Trainer(TrainConfig(method="ebomlc", epochs=5, eval_every=2, eval_subset=100, **FAST))
+    rows = [trainer.run_epoch() for _ in range(5)]
+    assert [r["epoch"] for r in rows if "test_acc" in r] == [2, 4, 5]  # every 2nd and the last
+    assert all("lc_acc" in r for r in rows if "test_acc" in r) and "lc_acc" not in rows[0]
+    assert seen == [100, 100, 100]  # images evaluated, not all 360
+    assert len(trainer.eval_data.silver_noisy) == 100
+    again = Trainer(TrainConfig(method="ce", epochs=1, eval_subset=100, seed=3, **FAST))
+    assert torch.equal(again.eval_data.y_test, trainer.eval_data.y_test)  # the same images for every run
+    summary = trainer.summary()
+    assert summary["final_test_acc"] == rows[-1]["test_acc"] and summary["best_epoch"] in (2, 4, 5)
+
+
+def test_threads_option_sets_torch_threads():
+    before = torch.get_num_threads()
+    try:
+        Trainer(TrainConfig(method="ce", epochs=1, threads=1, **FAST))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -76,6 +76,40 @@ def test_two_trial_study_writes_the_documented_layout(ray_session, tmp_path):
     assert set(table["method"]) == {"ce", "ebomlc"} and table["test_acc"].between(0, 1).all()
 
 
+def test_a_study_trial_and_ebomlc_train_give_identical_metrics(ray_session, tmp_path):
+    import torch
+
+    from ebomlc import TrainConfig
+    from ebomlc.train import train_run
+
+    spec = {"name": "same", "dataset": "digits", "methods": ["ebomlc"],
+            "options": {**FAST, "epochs": 2, "corruption_level": 0.4, "variant": "reference", "eval_every": 2}}
+    path = run_study(spec, storage=str(tmp_path), progress=False)
+    (trial,) = trial_dirs(path)
+    params = json.loads((trial / "params.json").read_text())
+    assert params["threads"] == 1  # one thread per 1-CPU trial, recorded in the trial's options
+    before = torch.get_num_threads()
+    try:
+        summary = train_run(TrainConfig.from_dict(params), tmp_path / "cli", progress=False)
+    finally:
+        torch.set_num_threads(before)
+    cli = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert {k: v for k, v in cli.items() if k != "data"} == {**params, "runid": cli["runid"]}
+    trial_rows = results(trial)
+    assert summary["final_test_acc"] == trial_rows[-1]["test_acc"]
+    import csv
+
+    with open(tmp_path / "cli" / "metrics.csv") as f:
+        cli_rows = list(csv.DictReader(f))
+    keys = ROW_KEYS - {"epoch_time", "train_time", "test_acc", "test_loss", "lc_acc", "lc_acc_clean",
+                       "lc_acc_corrupted"}
+    for ours, theirs in zip(cli_rows, trial_rows):
+        assert all(float(ours[k]) == theirs[k] for k in keys)
+    import math
+
+    assert math.isnan(trial_rows[0]["test_acc"])  # not evaluated at epoch 1 (eval_every 2)
+
+
 def test_a_diverging_trial_errors_and_the_study_goes_on(ray_session, tmp_path, capsys):
     from ebomlc.cli import main
 

@@ -84,6 +84,8 @@ BAD = [
     ({"checkpoint": {"every": 0}}, "checkpoint.every: must be at least 1"),
     ({"cases": [{"corruption_level": 0.2, "noise": "unif"}]}, "cases[0].noise: unknown training option"),
     ({"search": {"num_samples": 2, "space": {"rho": {"uniform": [0, 1]}}}}, "search: cannot be combined with grid"),
+    ({"cases": [{"method": "mlc"}]}, "cases[0].method: 'mlc' is not one of the study's methods (ce, ebomlc)"),
+    ({"cases": [{"departures": "lookahead"}]}, "unknown part 'lookahead'"),
 ]
 
 
@@ -207,3 +209,30 @@ def test_cluster_yaml_passes_rays_autoscaler_schema():
     assert any(t["resources"].get("GPU", 0) >= 1 for t in workers)  # GPU workers
     assert any(t.get("max_workers", 0) > t.get("min_workers", 0) for t in workers)  # autoscaling
     assert any("pip install" in c and "ebomlc" in c for c in prepared["setup_commands"])  # installs this package
+
+
+def test_cases_naming_a_method_run_only_with_it_and_trials_get_one_thread_per_cpu():
+    spec = load_spec({**GOOD, "cases": [{"method": "ce"}, {"method": "ebomlc", "variant": "paper"},
+                                        {"method": "ebomlc", "variant": "reference", "departures": ["-lookahead_step"]}]})
+    trials = [(c["method"], c["variant"], c["departures"], c["seed"]) for c in spec.trial_configs()]
+    assert trials == [("ce", "paper", "", 1), ("ce", "paper", "", 2), ("ebomlc", "paper", "", 1),
+                      ("ebomlc", "paper", "", 2), ("ebomlc", "reference", "-lookahead_step", 1),
+                      ("ebomlc", "reference", "-lookahead_step", 2)]
+    assert spec.swept_keys() == ["method", "variant", "departures", "seed"]
+    assert {c["threads"] for c in spec.trial_configs()} == {1}
+    assert load_spec({**GOOD, "resources": {"cpu": 4}}).trial_configs()[0]["threads"] == 4
+    assert load_spec({**GOOD, "options": {**GOOD["options"], "threads": 2}}).trial_configs()[0]["threads"] == 2
+
+
+def test_variant_studies_cover_every_part_on_the_paper_and_off_the_reference():
+    from ebomlc.departures import PARTS
+
+    for name in ("variants_digits", "variants_cifar10_small", "variants_cifar10"):
+        spec = load_spec(ROOT / "tune" / "studies" / f"{name}.yaml", check_trials=False)
+        cases = [(c.get("variant"), c.get("departures", "")) for c in spec.cases if c.get("method") == "ebomlc"]
+        assert ("paper", "") in cases and ("reference", "") in cases
+        assert {d for v, d in cases if v == "paper"} >= set(PARTS)
+        removed = {d.lstrip("-") for v, d in cases if v == "reference" and d}
+        assert removed == set(PARTS), name  # on CIFAR-10 q_as_step (off in the reference) is added instead
+        assert {c.get("method") for c in spec.cases} == {"ce", "mlc", "mlcbome", "ebomlc"}
+        assert spec.grid["corruption_level"] == [0.4, 0.8] and len(spec.grid["seed"]) >= 2
