@@ -13,3 +13,6 @@ def train(config: TrainConfig | None = None, out=None, resume: bool = False, pro
 
     config = config or TrainConfig(**options)
     return train_run(config, out, resume=resume, progress=progress)
+
+
+_train_api = train  # ``ebomlc.train`` becomes the subpackage once imported; it stays callable (train/__init__)

@@ -148,3 +148,14 @@ def test_threads_option_sets_torch_threads():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_python_api_train_can_be_called_again(tmp_path):
+    """Importing ebomlc.train (the subpackage) used to hide the function ebomlc.train after one call."""
+    import ebomlc
+
+    first = ebomlc.train(method="ce", epochs=1, out=tmp_path / "a", progress=False, **FAST)
+    import ebomlc.train  # noqa: F401  (the subpackage, now an attribute of ebomlc)
+
+    second = ebomlc.train(method="ce", epochs=1, out=tmp_path / "b", progress=False, **FAST)
+    assert first["final_test_acc"] == second["final_test_acc"]
