@@ -28,16 +28,23 @@ PARTS: dict[str, str] = {
     "lookahead_bn": "forwards at look-ahead weights update the BatchNorm running statistics",
 }
 
-VARIANTS = ("paper", "reference")
+#: Named sets of parts. ``paper``: the equations as written (SPEC.md); ``reference``: the authors' code;
+#: ``inner_step``: the main model keeps its one-step inner update on the lower loss and the clean loss
+#: reaches it only as the SGD step Delta_F (the ``ebomlc`` preset, chosen by docs/variants.md).
+NAMED_VARIANTS: dict[str, frozenset[str]] = {
+    "paper": frozenset(),
+    "inner_step": frozenset({"lookahead_step", "step_f_term"}),
+}
+VARIANTS = ("paper", "inner_step", "reference")
 
 
 def variant_parts(variant: str, dataset: str) -> frozenset[str]:
-    """The base set of a variant: ``paper`` none; ``reference`` every part, ``q_as_step`` only off
-    CIFAR-10 (``dataset != "cifar10"``), exactly as the authors' code runs."""
-    if variant == "paper":
-        return frozenset()
+    """The base set of a variant; ``reference`` is every part, ``q_as_step`` only off CIFAR-10
+    (``dataset != "cifar10"``), exactly as the authors' code runs."""
     if variant == "reference":
         return frozenset(p for p in PARTS if p != "q_as_step" or dataset != "cifar10")
+    if variant in NAMED_VARIANTS:
+        return NAMED_VARIANTS[variant]
     raise ConfigError(f"unknown variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
 
 

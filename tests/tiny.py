@@ -58,7 +58,9 @@ def plain_twin(model: nn.Module) -> nn.Module:
 def make_ctx(method: str, seed: int = 0, lr: float = 0.3, arch: str = "mlp", **overrides) -> StepContext:
     torch.manual_seed(seed)
     model = (Tiny() if arch == "mlp" else TinyConv()).double()
-    cfg = TrainConfig(**{"method": method, "dataset": "digits", "main_lr": lr, "meta_lr": 1e-2, **overrides}).resolved()
+    # the paper's equations unless a test names another variant (the ebomlc preset is another one)
+    cfg = TrainConfig(**{"method": method, "dataset": "digits", "main_lr": lr, "meta_lr": 1e-2, "variant": "paper",
+                         **overrides}).resolved()
     meta = MetaNet(H, K, cls_dim=4, hidden=8, reference="reference_meta" in cfg.parts).double()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     meta_opt = torch.optim.Adam(meta.parameters(), lr=cfg.meta_lr, amsgrad=True)
