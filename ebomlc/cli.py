@@ -45,9 +45,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     b.add_argument("--grad_q_w", choices=["fd", "partial"], help="main part of grad q (default fd)")
     b.add_argument("--variant", choices=list(VARIANTS),
                    help="which of the authors' code's departures from the paper's equations are on: paper "
-                        "(none), inner_step (the main model keeps its one-step inner update and gets the clean "
-                        "loss as an SGD step: lookahead_step + step_f_term, chosen by docs/variants.md) or "
-                        "reference (all) (default: the method's preset: inner_step for ebomlc, else paper)")
+                        "(none; the default), inner_step (the main model keeps its one-step inner update and gets "
+                        "the clean loss as an SGD step: lookahead_step + step_f_term; best on digits, not on a "
+                        "CIFAR-10 subset: docs/variants.md) or reference (all)")
     b.add_argument("--departures", metavar="PARTS",
                    help="comma-separated parts added to the variant, or removed with a leading '-' (write "
                         "--departures=-NAME,...): " + ", ".join(PARTS))

@@ -238,13 +238,15 @@ def test_unknown_part_is_one_clear_error():
     assert resolve_parts("paper", ["+step_lambda"], "digits") == {"step_lambda"}
 
 
-def test_ebomlc_preset_is_the_inner_step_variant_and_paper_stays_literal():
+def test_ebomlc_preset_is_the_paper_reading_and_inner_step_is_two_parts():
     preset = TrainConfig(method="ebomlc", dataset="digits").resolved()
-    assert preset.variant == "inner_step" and preset.parts == {"lookahead_step", "step_f_term"}
-    assert TrainConfig(method="ebomlc", variant="paper").resolved().parts == frozenset()
+    assert preset.variant == "paper" and preset.parts == frozenset()
     assert TrainConfig(method="mlcbome").resolved().parts == frozenset()  # MLC-D: the equations
-    assert TrainConfig(method="ebomlc", departures="-step_f_term").resolved().parts == {"lookahead_step"}
-    # the preset steps exactly as the paper reading with the two parts added
+    inner = TrainConfig(method="ebomlc", variant="inner_step").resolved()
+    assert inner.parts == {"lookahead_step", "step_f_term"} and inner.departures == ""
+    assert TrainConfig(method="ebomlc", variant="inner_step", departures="-step_f_term").resolved().parts == {
+        "lookahead_step"}
+    # the named variant steps exactly as the paper reading with the two parts added
     named = make_ctx("ebomlc", variant="inner_step")
     spelled = make_ctx("ebomlc", departures="lookahead_step,step_f_term")
     run(METHODS["ebomlc"].step, named)

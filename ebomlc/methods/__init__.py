@@ -17,7 +17,7 @@ METHODS: dict[str, Method] = {
     "mlcbome": Method("mlcbome", barrier_step, build_meta=label_corrector, corrects_labels=True,
                       description="MLC-D: dynamic barrier, K=5, rho=1, delta=0.5, xi=1"),
     "ebomlc": Method("ebomlc", barrier_step, build_meta=label_corrector, corrects_labels=True,
-                     description="EBOMLC: dynamic barrier, K=1, rho=0.2, delta=0.25, xi=0.5, variant inner_step"),
+                     description="EBOMLC: dynamic barrier, K=1, rho=0.2, delta=0.25, xi=0.5"),
     "glc": Method("glc", glc_step, on_epoch_start=glc_on_epoch_start,
                   description="Gold Loss Correction: estimate C on gold, retrain forward-corrected"),
     "l2rw": Method("l2rw", l2rw_step, description="Learning to Reweight: per-example weights from a look-ahead"),

@@ -38,9 +38,10 @@ def sgd_step(grad: torch.Tensor, w: torch.Tensor, momentum_buf: torch.Tensor, et
 
 
 def barrier_direction(grad_w_F: torch.Tensor, grad_a_F: torch.Tensor, grad_w_q: torch.Tensor,
-                      grad_a_q: torch.Tensor, parts: frozenset[str], *, w: torch.Tensor | None = None,
-                      w_look: torch.Tensor | None = None, momentum_buf: torch.Tensor | None = None, eta: float, mu: float, wd: float, delta: float, xi: float,
-                      eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      grad_a_q: torch.Tensor, parts: frozenset[str], *, eta: float, mu: float, wd: float,
+                      delta: float, xi: float, eps: float, w: torch.Tensor | None = None,
+                      w_look: torch.Tensor | None = None, momentum_buf: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Steps 3-4 on flat vectors: ``d_w = F_w + c q_w``, ``d_a = grad_a F + c grad_a q``, ``(d_w, d_a, lambda)``.
 
     Paper (no parts): ``c = xi lambda`` with :func:`barrier_lambda`, ``F_w = grad_w F``, ``q_w = grad_w q``.
