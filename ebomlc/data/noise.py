@@ -5,6 +5,8 @@ fraction, data seed) always yields the same split and noisy labels, whatever the
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from ..errors import ConfigError
@@ -57,19 +59,26 @@ def gold_per_class(gold_fraction: float, num_train: int, num_classes: int) -> in
     return n
 
 
+def _draw_per_class(labels: np.ndarray, num_classes: int, per_class: int, rng: np.random.Generator,
+                    too_few: Callable[[int, int], str]) -> np.ndarray:
+    """Sorted indices of ``per_class`` images of every class, drawn without replacement by ``rng``;
+    ``too_few(c, n)`` is the error of a class ``c`` that has only ``n`` images."""
+    chosen = []
+    for c in range(num_classes):
+        members = np.flatnonzero(labels == c)
+        if len(members) < per_class:
+            raise ConfigError(too_few(c, len(members)))
+        chosen.append(rng.choice(members, size=per_class, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
 def split_gold_silver(labels: np.ndarray, num_classes: int, gold_fraction: float,
                       seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Class-balanced gold indices and the disjoint remaining silver indices (both sorted)."""
     per_class = gold_per_class(gold_fraction, len(labels), num_classes)
-    rng = np.random.default_rng([seed, 0])
-    gold = []
-    for c in range(num_classes):
-        members = np.flatnonzero(labels == c)
-        if len(members) < per_class:
-            raise ConfigError(f"class {c} has only {len(members)} training images, fewer than the "
-                              f"{per_class} gold images per class that --gold_fraction asks for")
-        gold.append(rng.choice(members, size=per_class, replace=False))
-    gold = np.sort(np.concatenate(gold))
+    gold = _draw_per_class(labels, num_classes, per_class, np.random.default_rng([seed, 0]),
+                           lambda c, n: f"class {c} has only {n} training images, fewer than the "
+                                        f"{per_class} gold images per class that --gold_fraction asks for")
     silver = np.setdiff1d(np.arange(len(labels)), gold)
     return gold, silver
 
@@ -81,15 +90,10 @@ def class_balanced_subset(labels: np.ndarray, num_classes: int, size: int, seed:
     if per_class < 1:
         raise ConfigError(f"--train_subset {size} gives fewer than one image per class ({num_classes} classes); "
                           f"use at least {num_classes}")
-    rng = np.random.default_rng([seed, 3])
-    chosen = []
-    for c in range(num_classes):
-        members = np.flatnonzero(labels == c)
-        if len(members) < per_class:
-            raise ConfigError(f"--train_subset {size} asks for {per_class} images of class {c}, which has only "
-                              f"{len(members)}; use at most {num_classes * min(np.bincount(labels, minlength=num_classes))}")
-        chosen.append(rng.choice(members, size=per_class, replace=False))
-    return np.sort(np.concatenate(chosen))
+    most = num_classes * int(np.bincount(labels, minlength=num_classes).min())
+    return _draw_per_class(labels, num_classes, per_class, np.random.default_rng([seed, 3]),
+                           lambda c, n: f"--train_subset {size} asks for {per_class} images of class {c}, which "
+                                        f"has only {n}; use at most {most}")
 
 
 def fixed_subset(n: int, size: int | None) -> np.ndarray | None:
