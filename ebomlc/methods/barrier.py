@@ -80,9 +80,9 @@ def _lower_at(model: nn.Module, meta: nn.Module, names: Sequence[str], weights: 
     return lower_loss(logits[:n_s], meta_log_probs, logits[n_s:] if y_clean is not None else None, y_clean)
 
 
-def _momentum_buffer(opt: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> torch.Tensor:
-    bufs = [opt.state.get(p, {}).get("momentum_buffer") for p in params]
-    return flat_grads(bufs, params)
+def _momentum_buffers(opt: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
+    """SGD's momentum buffer of each parameter (None before its first step)."""
+    return [opt.state.get(p, {}).get("momentum_buffer") for p in params]
 
 
 # ---------------------------------------------------------------- the step
@@ -125,8 +125,8 @@ def barrier_step(ctx: StepContext, batch: Batch) -> dict[str, torch.Tensor]:
     # Inner loop without a graph: w_K is a constant.
     w_k = [p.detach() for p in w]
     grad_k = grad_w_g
-    if "inner_momentum" in parts:
-        bufs = [ctx.opt.state.get(p, {}).get("momentum_buffer") for p in w]
+    momentum_bufs = _momentum_buffers(ctx.opt, w)  # read before this step's optimizer update
+    bufs = momentum_bufs
     for k in range(K):
         if k > 0:
             w_k = [t.requires_grad_(True) for t in w_k]
@@ -158,7 +158,7 @@ def barrier_step(ctx: StepContext, batch: Batch) -> dict[str, torch.Tensor]:
     d_w, d_a, lam = barrier_direction(
         grad_w_F, grad_a_F, grad_w_q, grad_a_q, parts,
         w=flat([p.detach() for p in w]) if uses_step else None, w_look=flat(w_k) if uses_step else None,
-        momentum_buf=_momentum_buffer(ctx.opt, w) if uses_step else None,
+        momentum_buf=flat_grads(momentum_bufs, w) if uses_step else None,
         eta=eta, mu=mu, wd=wd, delta=cfg.delta, xi=cfg.xi, eps=cfg.eps)
     if "lookahead_step" in parts:  # the authors' code steps from the look-ahead weights
         with torch.no_grad():
