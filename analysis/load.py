@@ -30,7 +30,7 @@ REQUIRED_KEYS = ("method", "dataset")
 STATUSES = ("finished", "unfinished", "errored", "pending")
 #: Columns that describe the trial rather than an epoch, first in the frame.
 TRIAL_COLUMNS = ["trial_id", "trial_dir", "status", "finished", "setting", "unreadable_lines"]
-NOISE_NAMES = {"unif": "uniform", "flip": "flip"}
+NOISE_NAMES = {"unif": "uniform", "flip": "flip", "asym": "asym", "instance": "instance"}
 
 
 def setting_label(corruption_type: Any, corruption_level: Any) -> str:
@@ -101,15 +101,19 @@ def _as_int(value: Any, default: int) -> int:
         return default
 
 
+#: Reported values that are lists: the last epoch's label-correction matrix and the dataset's class names.
+LIST_METRICS = ("lc_matrix", "class_names")
+
+
 def _epoch_rows(results: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Scalar metrics (plus ``lc_matrix``) per epoch; a re-reported epoch keeps its last line."""
+    """Scalar metrics (plus ``LIST_METRICS``) per epoch; a re-reported epoch keeps its last line."""
     by_epoch: dict[Any, dict[str, Any]] = {}
     for i, result in enumerate(results):
         row = {}
         for key, value in result.items():
             if key in params:
                 continue
-            if key == "lc_matrix" or value is None or isinstance(value, (bool, int, float, str)):
+            if key in LIST_METRICS or value is None or isinstance(value, (bool, int, float, str)):
                 row[key] = value
         row["epoch"] = _as_int(row.get("epoch"), _as_int(row.get("training_iteration"), i + 1))
         by_epoch[row["epoch"]] = row

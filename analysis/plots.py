@@ -15,7 +15,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ebomlc.errors import EbomlcError
 
-from .results import (by_dataset, final_results, format_value, method_labels, method_name, one_dataset, param_column,
+from .results import (by_dataset, class_names, final_results, format_value, method_labels, method_name, one_dataset, param_column,
                       param_name, settings, swept_params, value_key)
 
 ACC_LABEL = "final test accuracy (%)"
@@ -160,8 +160,11 @@ def plot_label_correction(final: pd.DataFrame, method: str, setting: str, path: 
             for j in range(k):
                 ax.text(j, i, f"{fractions[i, j]:.2f}", ha="center", va="center", fontsize=7,
                         color="white" if fractions[i, j] > 0.5 else "black")
-        ax.set_xticks(range(k))
-        ax.set_yticks(range(k))
+        names = class_names(final)
+        names = names if names is not None and len(names) == k else [str(i) for i in range(k)]
+        ax.set_xticks(range(k), names, rotation=45 if max(map(len, names)) > 2 else 0, ha="right"
+                      if max(map(len, names)) > 2 else "center", fontsize=8)
+        ax.set_yticks(range(k), names, fontsize=8)
     ax.set_xlabel("corrected label")
     ax.set_ylabel("true label")
     labels = set(final.loc[(final["method_label"] == method) | (final["method_key"] == method), "method_label"])

@@ -11,7 +11,7 @@ from ebomlc.errors import EbomlcError
 
 from .load import STATUSES, load_study, save_parquet
 from .plots import plot_ablation, plot_curves, plot_label_correction, plot_time
-from .results import by_dataset, datasets, final_results, missing_cells, param_name, settings, swept_params
+from .results import by_dataset, class_names, datasets, final_results, missing_cells, param_name, settings, swept_params
 from .tables import rank_table, to_latex, to_markdown
 
 MAX_ECHOED_MISSING = 20
@@ -40,6 +40,10 @@ def table_document(part: pd.DataFrame, dataset: str | None, table: pd.DataFrame,
     missing cells (``table`` and ``missing`` from :func:`rank_table` and :func:`missing_cells` of ``part``)."""
     title = f"Final test accuracy on {dataset}" if dataset else "Final test accuracy"
     lines = [f"# {title}", ""]
+    names = class_names(part)
+    if names:
+        shown = ", ".join(names[:20]) + (f", ... ({len(names) - 20} more)" if len(names) > 20 else "")
+        lines += [f"Classes ({len(names)}): {shown}.", ""]
     if study:
         lines += [f"Study `{study}`, {status_line(part)}.", ""]
     lines += ["Cells: mean ± std of the final test accuracy (%) over seeds, finished trials only; "
@@ -79,7 +83,7 @@ def analyze(path: str | Path, out: str | Path | None = None,
     say(f"study {study}: {status_line(final)}")
     _output_dir(out)
     written = [save_parquet(df, out / "results.parquet")]
-    final.drop(columns=["lc_matrix"]).to_csv(out / "final_results.csv", index=False)
+    final.drop(columns=["lc_matrix", "class_names"], errors="ignore").to_csv(out / "final_results.csv", index=False)
     written.append(out / "final_results.csv")
 
     several = len(datasets(final)) > 1

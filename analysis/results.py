@@ -113,7 +113,8 @@ def _last(series: pd.Series) -> Any:
 def final_results(df: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: config, ``status``, ``finished``, ``last_epoch``, ``final_test_acc``
     (test accuracy at the last reported epoch), ``best_test_acc``, ``train_time`` (seconds),
-    ``seconds_per_epoch``, ``lc_acc``, ``lc_matrix`` (last reported), ``method_label`` and ``method_key``.
+    ``seconds_per_epoch``, ``lc_acc``, ``lc_matrix`` and ``class_names`` (last reported), ``method_label`` and
+    ``method_key``.
     """
     if df.empty:
         raise EbomlcError("the study frame is empty")
@@ -132,8 +133,9 @@ def final_results(df: pd.DataFrame) -> pd.DataFrame:
         else:
             record["train_time"] = reported["epoch_time"].sum() if "epoch_time" in reported else np.nan
         record["seconds_per_epoch"] = reported["epoch_time"].mean() if "epoch_time" in reported else np.nan
-        matrices = reported["lc_matrix"].dropna() if "lc_matrix" in reported else []
-        record["lc_matrix"] = matrices.iloc[-1] if len(matrices) else None
+        for column in ("lc_matrix", "class_names"):
+            values = reported[column].dropna() if column in reported else []
+            record[column] = values.iloc[-1] if len(values) else None
         records.append(record)
     final = pd.DataFrame.from_records(records)
     final["finished"] = final["finished"].astype(bool)
@@ -169,6 +171,12 @@ def sort_final(final: pd.DataFrame) -> pd.DataFrame:
     out = final.iloc[order].reset_index(drop=True)
     out.attrs = dict(final.attrs)
     return out
+
+
+def class_names(final: pd.DataFrame) -> list[str] | None:
+    """The class names the trials of ``final`` reported (None when none did)."""
+    names = final["class_names"].dropna() if "class_names" in final else []
+    return [str(n) for n in names.iloc[0]] if len(names) else None
 
 
 def datasets(final: pd.DataFrame) -> list[str]:

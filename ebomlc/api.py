@@ -99,7 +99,9 @@ def fit_correct(x: np.ndarray, noisy_labels: Sequence[int], gold_indices: Sequen
                      std=tuple(float(s) + 1e-8 for s in xf.std(axis=(0, 2, 3))),
                      pad=1 if small else 4, flip=flip, train_paths=tuple(paths) if paths is not None else None)
     del xf
-    # `dataset` only picks the model here: the small CNN ("digits") or ResNet-32 ("cifar10").
+    # `dataset` names the kind of data here (only the reference variant reads it); the model is the
+    # small CNN below 32 px and ResNet-32 otherwise unless `model=` says which.
+    options = {"model": "small_cnn" if small else "resnet32", **options}
     config = TrainConfig(method=method, dataset="digits" if small else "cifar10", epochs=epochs, seed=seed,
                          device=device, **options).resolved()
     dev = resolve_device(config.device)

@@ -24,10 +24,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     g = p.add_argument_group("run (names and meanings as in the authors' reference code)")
     g.add_argument("--method", default=d.method, help="ce | mlc | mlcbome | ebomlc | glc | l2rw | mwnet (default: %(default)s)")
-    g.add_argument("--dataset", default=d.dataset, help="digits (built in) | cifar10 | cifar100 (default: %(default)s)")
+    g.add_argument("--dataset", default=d.dataset,
+                   help="digits (built in) | cifar10 | cifar100 | folder (any image folder given by --data_dir: "
+                        "train/<class>/*, test/<class>/*; runs are named after the folder) (default: %(default)s)")
     g.add_argument("--optimizer", default=d.optimizer, help="main-model optimizer; sgd (default)")
     g.add_argument("--bs", type=int, default=d.bs, help="batch size of silver and of gold (default: %(default)s)")
-    g.add_argument("--corruption_type", default=d.corruption_type, help="unif | flip (default: %(default)s)")
+    g.add_argument("--corruption_type", default=d.corruption_type,
+                   help="unif (uniform) | flip (one random other class per class) | asym (the class pairs of "
+                        "Patrini et al. 2017: cifar10, cifar100, digits) | instance (instance-dependent, Xia et al. "
+                        "2020 style; mean rate = level) (default: %(default)s)")
     g.add_argument("--corruption_level", type=float, default=d.corruption_level,
                    help="noise level r in [0, 1] (default: %(default)s)")
     g.add_argument("--gold_fraction", type=float, default=d.gold_fraction,
@@ -57,6 +62,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--data_seed", type=int, help="seed of the gold/silver split and noise (default: --seed)")
     r.add_argument("--data_dir", help="CIFAR pickles or a train/ test/ class-per-folder image tree")
     r.add_argument("--download", action="store_true", help="download CIFAR through torchvision")
+    r.add_argument("--image_size", type=int, metavar="S",
+                   help="image folders: resize every image to S x S (default: keep the size, or the most common "
+                        "side when sizes differ)")
+    r.add_argument("--model", default=d.model, choices=["auto", "small_cnn", "resnet32", "resnet18"],
+                   help="main model; auto picks by image side: small_cnn up to 16 px, resnet32 up to 48 px, "
+                        "resnet18 above (default: %(default)s)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     r.add_argument("--out", help="the run directory itself (default: runs/<runid>)")
     r.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -84,6 +95,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="CIFAR-10N / CIFAR-100N label file (.pt dict: clean_label, aggre_label, random_label1..3, "
                         "worse_label; noisy_label for CIFAR-100N); needs --noise_key")
     n.add_argument("--noise_key", metavar="KEY", help="label set of --noise_file to train on, e.g. worse_label")
+    n.add_argument("--noise_index", metavar="FILE",
+                   help="for an image-folder --data_dir: each training image's index in --noise_file (its original "
+                        "CIFAR index): .npy or one index per line in dataset order, or path,index CSV rows")
 
 
 def _config_from_args(a: argparse.Namespace) -> TrainConfig:
@@ -93,10 +107,12 @@ def _config_from_args(a: argparse.Namespace) -> TrainConfig:
         epochs=a.epochs if a.epochs is not None else TrainConfig.epochs, main_lr=a.main_lr, meta_lr=a.meta_lr,
         runid=a.runid, cls_dim=a.cls_dim, inner_steps=a.inner_steps, rho=a.rho, delta=a.delta, xi=a.xi,
         grad_q_w=a.grad_q_w, variant=a.variant, mix=not a.no_mix, seed=a.seed, data_seed=a.data_seed,
-        data_dir=a.data_dir, download=a.download, device=a.device, max_steps_per_epoch=a.max_steps_per_epoch,
+        data_dir=a.data_dir, download=a.download, image_size=a.image_size, model=a.model, device=a.device,
+        max_steps_per_epoch=a.max_steps_per_epoch,
         departures=a.departures, train_subset=a.train_subset, threads=a.threads, eval_every=a.eval_every,
         eval_subset=a.eval_subset,
-        noisy_labels=a.noisy_labels, gold_indices=a.gold_indices, noise_file=a.noise_file, noise_key=a.noise_key)
+        noisy_labels=a.noisy_labels, gold_indices=a.gold_indices, noise_file=a.noise_file, noise_key=a.noise_key,
+        noise_index=a.noise_index)
 
 
 def _cmd_train(a: argparse.Namespace) -> int:

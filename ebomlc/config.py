@@ -14,8 +14,9 @@ from typing import Any
 from .departures import VARIANTS, normal_departures, parse_departures, resolve_parts
 from .errors import ConfigError
 
-DATASETS = ("digits", "cifar10", "cifar100")
-CORRUPTION_TYPES = ("unif", "flip")
+DATASETS = ("digits", "cifar10", "cifar100")  # built in; any other name is an image folder
+CORRUPTION_TYPES = ("unif", "flip", "asym", "instance")
+MODELS = ("auto", "small_cnn", "resnet32", "resnet18")
 GRAD_Q_W = ("fd", "partial")
 
 # SPEC.md preset table: K, rho, delta, xi, grad_q_w. Methods without a barrier leave them unset
@@ -69,11 +70,14 @@ class TrainConfig:
     data_seed: int | None = None  # None: same as `seed`
     data_dir: str | None = None
     download: bool = False
+    image_size: int | None = None  # image folders: resize to this square side (None: keep, or the most common)
+    model: str = "auto"  # auto: by image side (<=16 small_cnn, <=48 resnet32, larger resnet18)
     # Labels from files instead of synthetic noise (corruption_type/level are then unused).
     noisy_labels: str | None = None  # one label per training image: .npy, .csv, or path,label CSV
     gold_indices: str | None = None  # trusted training images (indices, or paths for image folders)
     noise_file: str | None = None  # CIFAR-10N / CIFAR-100N .pt dict of label arrays
     noise_key: str | None = None  # which labels of noise_file, e.g. worse_label
+    noise_index: str | None = None  # each training image's entry in noise_file (image folders in their own order)
     device: str = "auto"
     max_steps_per_epoch: int | None = None  # for quick smoke runs; None = full epochs
     train_subset: int | None = None  # class-balanced, seeded subset of the training images (before the split)
@@ -89,8 +93,9 @@ class TrainConfig:
         c = dataclasses.replace(self)
         if c.method not in METHODS:
             raise ConfigError(f"unknown method {c.method!r}; choose one of: {', '.join(sorted(METHODS))}")
-        if c.dataset not in DATASETS:
-            raise ConfigError(f"unknown dataset {c.dataset!r}; choose one of: {', '.join(DATASETS)}")
+        c.dataset = dataset_name(c.dataset, c.data_dir)
+        if c.model not in MODELS:
+            raise ConfigError(f"unknown model {c.model!r}; choose one of: {', '.join(MODELS)}")
         if c.corruption_type not in CORRUPTION_TYPES:
             raise ConfigError(
                 f"unknown corruption_type {c.corruption_type!r}; choose one of: {', '.join(CORRUPTION_TYPES)}")
@@ -115,7 +120,7 @@ class TrainConfig:
         _check_range("momentum", c.momentum, 0.0, 1.0, high_open=True)
         _check_range("weight_decay", c.weight_decay, 0.0, math.inf)
         for name in ("bs", "epochs", "cls_dim", "inner_steps", "glc_phase1_epochs", "train_subset", "threads",
-                     "eval_every", "eval_subset"):
+                     "eval_every", "eval_subset", "image_size"):
             value = getattr(c, name)
             if value is None:
                 continue
@@ -167,6 +172,25 @@ class TrainConfig:
         return cls(**d)
 
 
+def dataset_name(dataset: str, data_dir: str | None) -> str:
+    """The dataset a run names: a built-in one, or an image folder's name (``folder`` becomes the name of
+    ``data_dir``'s last component, e.g. ``gray3``); a one-line ConfigError for names that cannot work."""
+    if not isinstance(dataset, str) or not dataset.strip():
+        raise ConfigError(f"--dataset must be a name, got {dataset!r}; choose digits, cifar10, cifar100 or folder")
+    if "/" in dataset or "\\" in dataset:
+        raise ConfigError(f"--dataset takes a name, not a path ({dataset!r}); pass --dataset folder --data_dir "
+                          f"{dataset}")
+    if dataset == "digits" and data_dir is not None:
+        raise ConfigError(f"--dataset digits is built in and reads no --data_dir; to train on the images in "
+                          f"{data_dir} pass --dataset folder --data_dir {data_dir}")
+    if dataset != "folder":
+        return dataset
+    if data_dir is None or not str(data_dir).strip():
+        raise ConfigError("--dataset folder needs --data_dir DIR, a folder with train/<class>/* and test/<class>/*")
+    name = os.path.basename(os.path.normpath(os.path.abspath(os.path.expanduser(str(data_dir)))))
+    return f"{name}-folder" if name in DATASETS or name in ("folder", "") else name
+
+
 def _check_label_files(c: TrainConfig) -> None:
     """Consistency of the label-file options; file paths become absolute (runs may start elsewhere)."""
     if c.train_subset is not None and c.labels_from_file:
@@ -179,10 +203,12 @@ def _check_label_files(c: TrainConfig) -> None:
     if c.noise_file is not None and c.noise_key is None:
         raise ConfigError("--noise_file needs --noise_key, the label set to train on (e.g. worse_label, aggre_label, "
                           "random_label1, noisy_label)")
+    if c.noise_index is not None and c.noise_file is None:
+        raise ConfigError("--noise_index maps training images to entries of a --noise_file; pass --noise_file too")
     if c.gold_indices is not None and not c.labels_from_file:
         raise ConfigError("--gold_indices goes with --noisy_labels or --noise_file; synthetic noise draws its gold "
                           "set with --gold_fraction")
-    for name in ("noisy_labels", "gold_indices", "noise_file"):
+    for name in ("noisy_labels", "gold_indices", "noise_file", "noise_index"):
         value = getattr(c, name)
         if value is None:
             continue

@@ -2,8 +2,9 @@
 
 One row per silver (noisy-labelled) training image: ``index`` (into the training set), ``path``
 (image folders only), ``given_label``, ``corrected_label`` (argmax of the meta model's corrected-
-label distribution), ``confidence`` (its probability), ``given_label_prob`` (the probability the
-meta model leaves on the given label) and ``changed``. Rows are sorted by ascending
+label distribution), ``given_class`` and ``corrected_class`` (their names, when the dataset names
+its classes), ``confidence`` (its probability), ``given_label_prob`` (the probability the meta model
+leaves on the given label) and ``changed``. Rows are sorted by ascending
 ``given_label_prob``, so the likeliest labelling mistakes come first.
 """
 from __future__ import annotations
@@ -21,12 +22,14 @@ if TYPE_CHECKING:  # numpy, torch and pandas are imported lazily: the CLI starts
 
     from .train import Trainer
 
-COLUMNS = ("index", "path", "given_label", "corrected_label", "confidence", "given_label_prob", "changed")
+COLUMNS = ("index", "path", "given_label", "corrected_label", "given_class", "corrected_class", "confidence",
+           "given_label_prob", "changed")
 DEFAULT_NAME = "corrected_labels.csv"
 
 
 def correction_table(probs: torch.Tensor | np.ndarray, given: torch.Tensor | np.ndarray,
-                     index: np.ndarray, paths: Sequence[str] | None = None) -> "pd.DataFrame":
+                     index: np.ndarray, paths: Sequence[str] | None = None,
+                     class_names: Sequence[str] | None = None) -> "pd.DataFrame":
     """The table from corrected-label probabilities ``[n, K]`` of silver images with labels
     ``given`` at training indices ``index``; likeliest mistakes first."""
     import numpy as np
@@ -44,6 +47,9 @@ def correction_table(probs: torch.Tensor | np.ndarray, given: torch.Tensor | np.
         table["path"] = [paths[i] for i in index]
     table["given_label"] = given
     table["corrected_label"] = corrected
+    if class_names is not None:
+        names = np.asarray(class_names, dtype=object)
+        table["given_class"], table["corrected_class"] = names[given], names[corrected]
     table["confidence"] = p[rows, corrected]
     table["given_label_prob"] = p[rows, given]
     table["changed"] = corrected != given
@@ -69,7 +75,7 @@ def trainer_corrections(trainer: "Trainer", paths: Sequence[str] | None = None) 
     require_label_correcting(trainer.config.method, "this trainer was built with")
     d = trainer.data
     probs = corrected_labels(trainer.model, trainer.meta, d)
-    return correction_table(probs, d.silver_noisy, d.silver_index, paths)
+    return correction_table(probs, d.silver_noisy, d.silver_index, paths, d.class_names)
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple["Trainer", Sequence[str] | None]:
@@ -105,7 +111,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple["Trainer", Seque
     trainer.model.load_state_dict(state["model"])
     trainer.meta.load_state_dict(state["meta"])
     trainer.epoch = int(state["epoch"])
-    paths = cached_dataset(config.dataset, config.data_dir, config.download).train_paths
+    paths = cached_dataset(config.dataset, config.data_dir, config.download, config.image_size).train_paths
     return trainer, paths
 
 

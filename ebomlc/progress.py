@@ -29,14 +29,19 @@ class Progress:
         self.stream.write(f"\r{self.label} epoch {epoch}/{self.epochs} [{bar}] {step}/{steps}")
         self.stream.flush()
 
+    def note(self, text: str) -> None:
+        """One plain line (e.g. what the run trains on)."""
+        if self.enabled:
+            self.stream.write(f"{self.label}: {text}\n")
+            self.stream.flush()
+
     def epoch(self, row: dict) -> None:
         if not self.enabled:
             return
-        parts = [f"{self.label} epoch {row['epoch']}/{self.epochs}", f"test_acc {row['test_acc']:.4f}",
-                 f"test_loss {row['test_loss']:.4f}"]
-        for key in ("train_loss", "upper_loss", "lower_loss", "lambda", "lc_acc"):
+        parts = [f"{self.label} epoch {row['epoch']}/{self.epochs}"]
+        for key in ("test_acc", "test_loss", "train_loss", "upper_loss", "lower_loss", "lambda", "lc_acc"):
             if key in row:
-                parts.append(f"{key} {row[key]:.4g}")
+                parts.append(f"{key} {row[key]:.4f}" if key.endswith("acc") else f"{key} {row[key]:.4g}")
         parts.append(f"lr {row['lr']:.3g}")
         parts.append(f"{row['epoch_time']:.1f}s")
         prefix = "\r\033[K" if self.tty else ""

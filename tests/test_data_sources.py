@@ -82,8 +82,12 @@ def test_image_folder_reader(tmp_path):
     assert raw.x_train.shape == (10, 3, 32, 32)
     np.testing.assert_array_equal(raw.y_train, np.arange(10))
     np.testing.assert_array_equal(raw.x_test[3], expected[("test", 3)].transpose(2, 0, 1))
+    assert raw.class_names == ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     (tmp_path / "train" / "extra").mkdir()
-    with pytest.raises(DataError, match="11 class folders"):
+    with pytest.raises(DataError, match=r"different class folders \(only in train/: extra\)"):
+        load_image_folder("cifar10", tmp_path, cache=False)
+    (tmp_path / "test" / "extra").mkdir()
+    with pytest.raises(DataError, match="11 class folders, cifar10 needs 10"):
         load_image_folder("cifar10", tmp_path, cache=False)
 
 

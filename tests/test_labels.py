@@ -72,7 +72,7 @@ def test_image_folder_path_label_csv(tmp_path):
                                                                  ["class1", "0.png"]]
     rows = [f"class{c}/{i}.png,{(c + i) % 10}" for c in reversed(range(10)) for i in range(2)]
     (tmp_path / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
-    given, clean = given_labels(raw, noisy_labels=str(tmp_path / "labels.csv"))
+    given, clean, _ = given_labels(raw, noisy_labels=str(tmp_path / "labels.csv"))
     np.testing.assert_array_equal(given, [(c + i) % 10 for c in range(10) for i in range(2)])
     np.testing.assert_array_equal(clean, raw.y_train)
 

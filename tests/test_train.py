@@ -73,7 +73,7 @@ BAD = [
     (["--corruption_level", "1.5"], "corruption_level must lie in"),
     (["--corruption_level", "-0.1"], "corruption_level must lie in"),
     (["--gold_fraction", "0.001"], "fewer than one gold image per class"),
-    (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+    (["--dataset", "mnist"], "no dataset 'mnist': it is not built in"),
     (["--method", "sgd"], "unknown method 'sgd'"),
     (["--corruption_type", "pair"], "unknown corruption_type"),
     (["--bs", "0"], "--bs must be a positive integer"),

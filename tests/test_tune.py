@@ -203,3 +203,26 @@ def _state_mentions_a_checkpoint(path: Path) -> bool:
         except OSError:
             pass
     return False
+
+
+def test_a_folder_study_names_its_classes_in_the_rank_table(ray_session, tmp_path):
+    import analysis
+
+    from .test_folders import SHAPES, write_folder
+
+    root = write_folder(tmp_path / "gray3", SHAPES, 20, 4)
+    spec = {"name": "shapes", "dataset": "folder", "data_dir": str(root), "methods": ["ebomlc"],
+            "options": {**FAST, "epochs": 1, "model": "small_cnn", "gold_fraction": 0.1, "bs": 10}}
+    path = run_study(spec, storage=str(tmp_path / "studies"), progress=False)
+    (trial,) = trial_dirs(path)
+    assert json.loads((trial / "params.json").read_text())["dataset"] == "gray3"
+    assert results(trial)[-1]["class_names"] == list(SHAPES)
+    written = analysis.analyze(path)
+    doc = (path / "analysis" / "rank_table.md").read_text()
+    assert "# Final test accuracy on gray3" in doc and "Classes (3): circle, square, triangle." in doc
+    assert any(p.name.startswith("label_correction_") for p in written)
+    final = analysis.final_results(analysis.load_study(path))
+    fig = analysis.plot_label_correction(final, "ebomlc", final["setting"].iloc[0], tmp_path / "lc.png")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(SHAPES)
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(SHAPES)

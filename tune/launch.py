@@ -125,8 +125,9 @@ def _check_data(configs: list[dict[str, Any]]) -> None:
     (and a folder of JPEGs is decoded into the disk cache once, not by every trial)."""
     from ebomlc.data import load_dataset
 
-    for key in {(c["dataset"], c["data_dir"], c["download"]) for c in configs}:
-        load_dataset(*key)  # not memoised: the driver trains nothing and keeps no dataset
+    for name, data_dir, download, size in {(c["dataset"], c["data_dir"], c["download"], c.get("image_size"))
+                                           for c in configs}:
+        load_dataset(name, data_dir, download, image_size=size)  # not memoised: the driver keeps no dataset
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ OPTIONS: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(Train
                            if f.name not in ("method", "runid")}
 #: Options a search may not sample: they name the problem, not a hyperparameter.
 NOT_SEARCHABLE = ("dataset", "data_dir", "download", "device", "seed", "data_seed", "corruption_type",
-                  "noisy_labels", "gold_indices", "noise_file", "noise_key")
+                  "noisy_labels", "gold_indices", "noise_file", "noise_key", "noise_index", "image_size")
 #: Metrics every method reports, and those only label-correcting methods (mlc, mlcbome, ebomlc) report.
 COMMON_METRICS = ("test_acc", "test_loss")
 LABEL_CORRECTION_METRICS = ("lc_acc", "lc_acc_clean", "lc_acc_corrupted")

@@ -59,6 +59,8 @@ def train_trial(config: dict[str, Any], checkpoint_every: int = 1) -> None:
             matrix = trainer.label_correction_matrix()
             if matrix is not None:
                 row = {**row, "lc_matrix": matrix.tolist()}
+            if trainer.data.class_names is not None:
+                row = {**row, "class_names": list(trainer.data.class_names)}
         if last or trainer.epoch % checkpoint_every == 0:
             with tempfile.TemporaryDirectory(prefix="ebomlc-ckpt-") as folder:
                 save_torch(trainer.state_dict(), Path(folder) / STATE_FILE)

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .labels import read_gold_list, read_label_file, read_noise_file, split_trusted
-from .noise import corrupt_labels, corruption_matrix, fixed_subset, split_gold_silver
+from .labels import check_labels, read_index_map, read_label_file, read_noise_labels, split_trusted
+from .noise import fixed_subset, noisy_labels, split_gold_silver
 from .sources import RawDataset, load_dataset
 
 __all__ = ["NoisyData", "build_noisy_data", "build_labelled_data", "given_labels", "load_dataset",
@@ -20,9 +20,9 @@ __all__ = ["NoisyData", "build_noisy_data", "build_labelled_data", "given_labels
 
 
 @functools.lru_cache(maxsize=4)
-def cached_dataset(name: str, data_dir: str | None, download: bool = False) -> RawDataset:
+def cached_dataset(name: str, data_dir: str | None, download: bool = False, image_size: int | None = None) -> RawDataset:
     """``load_dataset`` memoised per process: trials sharing a worker decode the data once."""
-    return load_dataset(name, data_dir, download)
+    return load_dataset(name, data_dir, download, image_size=image_size)
 
 
 @dataclass
@@ -51,6 +51,8 @@ class NoisyData:
     silver_index: np.ndarray
     label_source: str = "synthetic"  # or "file": labels from --noisy_labels / --noise_file
     labels_sha1: str | None = None  # fingerprint of file labels and gold list (checked by `ebomlc correct`)
+    class_names: tuple[str, ...] | None = None  # name of each class number (None: unnamed)
+    file_noise_rate: float | None = None  # a label file's noise rate over all its entries (None: synthetic/unknown)
 
     @property
     def in_channels(self) -> int:
@@ -82,7 +84,10 @@ class NoisyData:
                "n_silver": len(self.silver_index), "n_test": int(self.y_test.numel()),
                "realised_noise_rate": self.realised_noise_rate()}
         if self.label_source != "synthetic":
-            out.update(label_source=self.label_source, labels_sha1=self.labels_sha1)
+            out.update(label_source=self.label_source, labels_sha1=self.labels_sha1,
+                       file_noise_rate=self.file_noise_rate)
+        if self.class_names is not None:
+            out["class_names"] = list(self.class_names)
         return out
 
 
@@ -96,34 +101,47 @@ def build_noisy_data(raw: RawDataset, corruption_type: str, corruption_level: fl
                      gold_fraction: float, data_seed: int, device: torch.device | str = "cpu") -> NoisyData:
     """Split ``raw`` into gold/silver and corrupt silver labels (SPEC.md "Data and noise")."""
     gold, silver = split_gold_silver(raw.y_train, raw.num_classes, gold_fraction, data_seed)
-    matrix = corruption_matrix(corruption_type, corruption_level, raw.num_classes, data_seed)
     true = raw.y_train[silver]
-    noisy = corrupt_labels(true, matrix, data_seed)
+    noisy, matrix = noisy_labels(corruption_type, corruption_level, true, raw.num_classes, data_seed,
+                                 images=raw.x_train[silver], dataset=raw.name)
     return _noisy_data(raw, gold, silver, noisy, true, matrix, device, y_gold=raw.y_train[gold])
 
 
 def given_labels(raw: RawDataset, noisy_labels: str | None = None, noise_file: str | None = None,
-                 noise_key: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(given, clean)`` training labels: the noisy labels of a label file and the known clean ones.
+                 noise_key: str | None = None,
+                 noise_index: str | None = None) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """``(given, clean, file_noise_rate)``: the noisy labels of a label file for each training image, the
+    known clean ones, and for a CIFAR-N file the rate of ``noise_key`` against ``clean_label`` over the
+    whole file (None otherwise).
 
-    The clean labels are the dataset's own (``raw.y_train``); a CIFAR-N file's ``clean_label``
-    must agree with them, which catches a training set in another order than the file's.
+    The clean labels are the dataset's own (``raw.y_train``); a CIFAR-N file's ``clean_label`` must
+    agree with them, which catches a training set in another order than the file's. ``noise_index``
+    maps each training image to its entry of the file (an image folder in its own order).
     """
     n, k = len(raw.y_train), raw.num_classes
-    if noise_file is not None:
-        given, clean = read_noise_file(noise_file, noise_key, n, k)
-        if clean is not None and not np.array_equal(clean, raw.y_train):
-            bad = int((clean != raw.y_train).sum())
-            raise DataError(f"the clean labels of {noise_file} disagree with {raw.name}'s training labels on {bad} "
-                            f"of {n} images: the file follows another image order (CIFAR-N files follow the "
-                            f"official python pickles; point --data_dir at those)")
-        return given, raw.y_train
-    return read_label_file(noisy_labels, n, k, raw.train_paths), raw.y_train
+    if noise_file is None:
+        return read_label_file(noisy_labels, n, k, raw.train_paths), raw.y_train, None
+    labels, clean = read_noise_labels(noise_file, noise_key, k)
+    file_rate = None if clean is None else float((labels != clean).mean())
+    if noise_index is not None:
+        index = read_index_map(noise_index, n, len(labels), raw.train_paths)
+        labels, clean = labels[index], None if clean is None else clean[index]
+    else:
+        check_labels(labels, n, k, f"{noise_key} of {noise_file}")
+    if clean is not None and not np.array_equal(clean, raw.y_train):
+        bad = int((clean != raw.y_train).sum())
+        how = ("check that the index map points each image at its own entry and that the class folders sort "
+               "in the file's class order" if noise_index is not None else
+               "CIFAR-N files follow the official python pickles; point --data_dir at those, or map an image "
+               "folder with --noise_index")
+        raise DataError(f"the clean labels of {noise_file} disagree with {raw.name}'s training labels on {bad} "
+                        f"of {n} images: the file follows another image order ({how})")
+    return labels, raw.y_train, file_rate
 
 
 def build_labelled_data(raw: RawDataset, given: np.ndarray, gold_fraction: float, data_seed: int,
                         device: torch.device | str = "cpu", clean: np.ndarray | None = None,
-                        gold: np.ndarray | None = None) -> NoisyData:
+                        gold: np.ndarray | None = None, file_noise_rate: float | None = None) -> NoisyData:
     """The noisy problem of given (e.g. real noisy) labels, one per training image of ``raw``.
 
     Gold is ``gold`` (trusted training indices; their given labels are used) or, without it, a
@@ -149,7 +167,7 @@ def build_labelled_data(raw: RawDataset, given: np.ndarray, gold_fraction: float
     for a in (gold, given[gold], silver, noisy):
         h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
     return _noisy_data(raw, gold, silver, noisy, true, matrix, device, label_source="file",
-                       labels_sha1=h.hexdigest(), y_gold=given[gold])
+                       labels_sha1=h.hexdigest(), y_gold=given[gold], file_noise_rate=file_noise_rate)
 
 
 def _noisy_data(raw: RawDataset, gold: np.ndarray, silver: np.ndarray, noisy: np.ndarray,
@@ -167,4 +185,5 @@ def _noisy_data(raw: RawDataset, gold: np.ndarray, silver: np.ndarray, noisy: np
         x_test=t(raw.x_test), y_test=t(raw.y_test),
         mean=torch.tensor(raw.mean, dtype=torch.float32, device=dev),
         std=torch.tensor(raw.std, dtype=torch.float32, device=dev),
-        pad=raw.pad, flip=raw.flip, matrix=matrix, gold_index=gold, silver_index=silver, **extra)
+        pad=raw.pad, flip=raw.flip, matrix=matrix, gold_index=gold, silver_index=silver,
+        class_names=raw.class_names, **extra)

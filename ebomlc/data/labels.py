@@ -5,6 +5,7 @@ Pure readers, each validating what it reads and raising :class:`DataError` with 
 - :func:`read_label_file` -- one label per training image, in dataset order: ``.npy``, ``.csv``/``.txt``
   (one label per line, optional header), or a ``path,label`` CSV matched against an image folder;
 - :func:`read_noise_file` -- CIFAR-10N / CIFAR-100N label files (``.pt`` dicts of label arrays);
+- :func:`read_index_map` -- each training image's entry in such a file (image folders in another order);
 - :func:`read_gold_list` -- trusted training images: indices in dataset order (or image paths);
 - :func:`split_trusted` -- a class-balanced ``--gold_fraction`` draw among trusted images.
 """
@@ -208,9 +209,9 @@ def _as_array(value) -> np.ndarray:
     return np.asarray(value)
 
 
-def read_noise_file(path: str | Path, key: str, num_train: int,
-                    num_classes: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(labels[key], clean_label or None)`` of a CIFAR-10N / CIFAR-100N ``.pt`` file, validated."""
+def read_noise_labels(path: str | Path, key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(labels[key], clean_label or None)`` of a CIFAR-10N / CIFAR-100N ``.pt`` file, all its entries
+    (in the file's own order: the official CIFAR training order), each in ``0..num_classes-1``."""
     path = Path(path)
     d = load_noise_dict(path)
     keys = sorted(str(k) for k in d)
@@ -219,12 +220,67 @@ def read_noise_file(path: str | Path, key: str, num_train: int,
     if "coarse" in key and num_classes != 20:
         raise DataError(f"--noise_key {key} holds CIFAR-100's 20 superclasses but the dataset has {num_classes} "
                         f"classes; use --noise_key noisy_label (fine labels)")
-    labels = check_labels(_as_array(d[key]), num_train, num_classes, f"{key} of {path}")
+    labels = label_array(_as_array(d[key]), f"{key} of {path}")
+    labels = check_labels(labels, len(labels), num_classes, f"{key} of {path}")
     clean_key = "clean_coarse_label" if "coarse" in key else "clean_label"
     clean = None
     if clean_key in d:
-        clean = check_labels(_as_array(d[clean_key]), num_train, num_classes, f"{clean_key} of {path}")
+        clean = check_labels(_as_array(d[clean_key]), len(labels), num_classes, f"{clean_key} of {path}")
     return labels, clean
+
+
+def read_noise_file(path: str | Path, key: str, num_train: int,
+                    num_classes: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`read_noise_labels` of a file with exactly one entry per training image, in dataset order."""
+    labels, clean = read_noise_labels(path, key, num_classes)
+    check_labels(labels, num_train, num_classes, f"{key} of {path}")
+    return labels, clean
+
+
+def read_index_map(path: str | Path, num_train: int, num_entries: int,
+                   train_paths: Sequence[str] | None = None) -> np.ndarray:
+    """Each training image's index into a label file of ``num_entries`` entries (int64 ``[num_train]``,
+    distinct): ``.npy`` or one index per line in dataset order, or ``path,index`` rows naming every
+    image of an image folder (any order)."""
+    path = Path(path)
+    what = f"index map {path}"
+    if path.suffix.lower() == ".npy":
+        try:
+            index = label_array(np.load(path, allow_pickle=False), what)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read {path} as a .npy array ({exc})") from None
+    else:
+        rows = _read_rows(path)
+        if len(rows[-1]) not in (1, 2) or any(len(r) != len(rows[-1]) for r in rows[1:]):
+            raise DataError(f"{what} must have one column (index, dataset order) or two (path,index)")
+        if not _is_int(rows[0][-1]):
+            rows = rows[1:]  # a header
+        bad = next((r[-1] for r in rows if not _is_int(r[-1])), None)
+        if bad is not None:
+            raise DataError(f"{what} has a non-integer index {bad!r}; give 0-based indices into the label file")
+        values = np.array([int(r[-1]) for r in rows], dtype=np.int64)
+        if len(rows[-1]) == 1:
+            index = values
+        else:
+            if train_paths is None:
+                raise DataError(f"{what} has path,index rows, which need an image-folder --data_dir")
+            where = _match_paths([r[0] for r in rows], train_paths, what)
+            if len(np.unique(where)) != len(where) or len(where) != num_train:
+                raise DataError(f"{what} must name each of the {num_train} training images exactly once "
+                                f"(it has {len(where)} rows for {len(np.unique(where))} images)")
+            index = np.empty(num_train, dtype=np.int64)
+            index[where] = values
+    if len(index) != num_train:
+        raise DataError(f"{what} has {len(index)} entries but the training set has {num_train} images; "
+                        f"give one index per training image")
+    bad = (index < 0) | (index >= num_entries)
+    if bad.any():
+        raise DataError(f"{what} has {int(bad.sum())} indices outside 0..{num_entries - 1}, the entries of the "
+                        f"label file (first: {index[bad][0]})")
+    if len(np.unique(index)) != len(index):
+        dup = int(np.flatnonzero(np.bincount(index) > 1)[0])
+        raise DataError(f"{what} maps several training images to entry {dup}; each image has its own entry")
+    return index
 
 
 # ---------------------------------------------------------------------------- gold lists

@@ -48,6 +48,16 @@ HOW_TO_GET = {
                 "class-per-folder image tree",
 }
 
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR100_CLASSES = tuple("""apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus
+butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur
+dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster
+man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree
+plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail snake
+spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor train trout tulip turtle
+wardrobe whale willow_tree wolf woman worm""".split())
+CLASS_NAMES = {"cifar10": CIFAR10_CLASSES, "cifar100": CIFAR100_CLASSES}  # digits: the numbers are the names
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
 
@@ -66,24 +76,39 @@ class RawDataset:
     pad: int  # reflect padding of the random crop
     flip: bool  # horizontal flips in augmentation
     train_paths: tuple[str, ...] | None = None  # image files of x_train, in order (image folders only)
+    class_names: tuple[str, ...] | None = None  # name of each class number (None: unnamed)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.x_train.shape[-1])
+
+
+BUILTIN = ("digits", "cifar10", "cifar100")
+FOLDER_LAYOUT = "train/<class>/* and test/<class>/* (one folder per class)"
 
 
 def load_dataset(name: str, data_dir: str | None = None, download: bool = False,
-                 verify_md5: bool = True) -> RawDataset:
-    """Load ``digits``, ``cifar10`` or ``cifar100`` (pickles or an image-folder tree)."""
+                 verify_md5: bool = True, image_size: int | None = None) -> RawDataset:
+    """Load ``digits``, ``cifar10`` / ``cifar100`` (pickles or an image-folder tree) or any other
+    name as an image folder (``--dataset folder --data_dir DIR`` resolves to DIR's own name)."""
     if name == "digits":
+        if image_size is not None:
+            raise DataError("--image_size resizes image folders; digits are 8x8 and built in")
         return load_digits()
+    root = Path(data_dir if data_dir is not None else os.path.join("data", name)).expanduser()
     if name not in CIFAR_PICKLES:
-        raise DataError(f"unknown dataset {name!r}; choose one of: digits, cifar10, cifar100")
-    if data_dir is None:
-        data_dir = os.path.join("data", name)
-    root = Path(data_dir).expanduser()
+        if not root.is_dir():
+            raise DataError(f"no dataset {name!r}: it is not built in ({', '.join(BUILTIN)}) and {str(root)!r} is "
+                            f"not a folder; pass --dataset folder --data_dir DIR with {FOLDER_LAYOUT}")
+        return load_image_folder(name, root, image_size=image_size)
     if download:
         _download_with_torchvision(name, root)
     if (root / "train").is_dir() and (root / "test").is_dir():
-        return load_image_folder(name, root)
+        return load_image_folder(name, root, image_size=image_size)
     for base in (root, root.parent):
         if (base / CIFAR_PICKLES[name]["folder"]).is_dir():
+            if image_size is not None and image_size != 32:
+                raise DataError(f"--image_size resizes image folders; the {name} pickles are 32x32")
             return load_cifar_pickles(name, base, verify_md5=verify_md5)
     raise DataError(f"no {name} data found in {str(root)!r}: {HOW_TO_GET[name]}")
 
@@ -153,56 +178,157 @@ def _cifar_raw(name: str, x_train, y_train, x_test, y_test, train_paths=None) ->
         if len(y) and (y.min() < 0 or y.max() >= k):
             raise DataError(f"{name} {split} labels must lie in [0, {k - 1}], found {y.min()}..{y.max()}")
     return RawDataset(name, x_train, y_train, x_test, y_test, k,
-                      mean=CIFAR_MEAN[name], std=CIFAR_STD[name], pad=4, flip=True, train_paths=train_paths)
+                      mean=CIFAR_MEAN[name], std=CIFAR_STD[name], pad=4, flip=True, train_paths=train_paths,
+                      class_names=CLASS_NAMES[name])
 
 
-def load_image_folder(name: str, root: str | Path, cache: bool = True) -> RawDataset:
+def _list_images(root: Path, split: str, classes: list[str]) -> list[tuple[Path, int]]:
+    files = []
+    for label, cls in enumerate(classes):
+        files += [(p, label) for p in sorted((root / split / cls).iterdir())
+                  if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    if not files:
+        raise DataError(f"no images found under {root / split} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def folder_classes(root: Path) -> list[str]:
+    """The class names of an image-folder tree (sorted sub-folders of ``train/``), or a one-line
+    DataError when ``root`` lacks ``train/``, ``test/`` or the same classes in both."""
+    if not (root / "train").is_dir():
+        raise DataError(f"{str(root)!r} has no train/ folder; an image folder needs {FOLDER_LAYOUT}")
+    if not (root / "test").is_dir():
+        raise DataError(f"{str(root)!r} has no test/ folder; an image folder needs {FOLDER_LAYOUT} "
+                        f"(move some labelled images of each class into test/<class>/)")
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    test = sorted(p.name for p in (root / "test").iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise DataError(f"{root / 'train'} has {len(classes)} class folder(s); give at least 2 (train/<class>/*)")
+    if test != classes:
+        only_train, only_test = sorted(set(classes) - set(test)), sorted(set(test) - set(classes))
+        detail = "; ".join(s for s in (f"only in train/: {', '.join(only_train)}" if only_train else "",
+                                       f"only in test/: {', '.join(only_test)}" if only_test else "") if s)
+        raise DataError(f"train/ and test/ of {str(root)!r} have different class folders ({detail}); "
+                        f"give both the same classes")
+    return classes
+
+
+def load_image_folder(name: str, root: str | Path, cache: bool = True, image_size: int | None = None) -> RawDataset:
     """Read ``root/train/<class>/*`` and ``root/test/<class>/*`` (classes in sorted order, files
     sorted by name within a class; ``train_paths`` records that order).
 
-    Decoded arrays are cached in ``~/.cache/ebomlc`` keyed by the file list, so a study decodes
-    the JPEGs once.
+    Images are grayscale (one channel) when every image has equal R, G and B, else RGB; they are
+    resized to ``image_size`` squares when given, or when their sizes differ to the most common
+    side. CIFAR names keep CIFAR's published statistics and augmentation; any other folder is
+    normalised with its training images' per-channel mean and std, padded by a side/8 crop and
+    flipped when in colour. Decoded arrays and statistics are cached in ``~/.cache/ebomlc`` keyed
+    by the file list, so a study decodes the images once.
     """
     root = Path(root)
+    classes = folder_classes(root)
     k = CIFAR_PICKLES[name]["num_classes"] if name in CIFAR_PICKLES else None
-    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     if k is not None and len(classes) != k:
-        raise DataError(f"{root / 'train'} has {len(classes)} class folders, {name} needs {k}")
-    splits, train_paths = {}, None
-    for split in ("train", "test"):
-        files = []
-        for label, cls in enumerate(classes):
-            folder = root / split / cls
-            if not folder.is_dir():
-                raise DataError(f"missing class folder {folder}")
-            files += [(p, label) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
-        if not files:
-            raise DataError(f"no images found under {root / split}")
-        splits[split] = _decode_cached(files, cache)
-        if split == "train":
-            train_paths = tuple(str(p.resolve()) for p, _ in files)
-    return _cifar_raw(name, *splits["train"], *splits["test"], train_paths=train_paths)
+        raise DataError(f"{root / 'train'} has {len(classes)} class folders, {name} needs {k}; for another set of "
+                        f"classes use --dataset folder")
+    train, test = _list_images(root, "train", classes), _list_images(root, "test", classes)
+    x_train, y_train, x_test, y_test, mean, std = _decode_cached(train, test, image_size, cache)
+    paths = tuple(str(p.resolve()) for p, _ in train)
+    if k is not None:
+        return _cifar_raw(name, x_train, y_train, x_test, y_test, train_paths=paths)
+    side = x_train.shape[-1]
+    return RawDataset(name, x_train, y_train, x_test, y_test, len(classes), mean=mean, std=std,
+                      pad=max(1, round(side / 8)), flip=x_train.shape[1] == 3, train_paths=paths,
+                      class_names=tuple(classes))
 
 
-def _decode_cached(files: list[tuple[Path, int]], cache: bool) -> tuple[np.ndarray, np.ndarray]:
-    key = hashlib.sha1("\n".join(f"{p.resolve()}:{p.stat().st_size}:{y}" for p, y in files).encode()).hexdigest()
-    cache_file = Path(os.environ.get("EBOMLC_CACHE", Path.home() / ".cache" / "ebomlc")) / f"images-{key}.npz"
+def _cache_file(train: list[tuple[Path, int]], test: list[tuple[Path, int]], image_size: int | None) -> Path:
+    lines = [f"v2 size={image_size}"] + [f"{s}:{p.resolve()}:{p.stat().st_size}:{y}"
+                                          for s, files in (("train", train), ("test", test)) for p, y in files]
+    key = hashlib.sha1("\n".join(lines).encode()).hexdigest()
+    return Path(os.environ.get("EBOMLC_CACHE", Path.home() / ".cache" / "ebomlc")) / f"folder-{key}.npz"
+
+
+def _decode_cached(train: list[tuple[Path, int]], test: list[tuple[Path, int]], image_size: int | None,
+                   cache: bool) -> tuple[np.ndarray, ...]:
+    """``x_train, y_train, x_test, y_test, mean, std`` of the image files, from the cache when there."""
+    cache_file = _cache_file(train, test, image_size)
     if cache and cache_file.is_file():
-        with np.load(cache_file) as z:
-            return z["x"], z["y"]
-    from PIL import Image
-
-    x = np.stack([np.asarray(Image.open(p).convert("RGB"), dtype=np.uint8).transpose(2, 0, 1) for p, _ in files])
-    y = np.array([label for _, label in files], dtype=np.int64)
+        try:
+            with np.load(cache_file) as z:
+                return (z["x_train"], z["y_train"], z["x_test"], z["y_test"], tuple(z["mean"].tolist()),
+                        tuple(z["std"].tolist()))
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache: decode again
+    images = decode_images([p for p, _ in train + test])
+    x = _to_array(images, image_size)
+    n = len(train)
+    xf = x[:n].astype(np.float64) / 255.0
+    mean = tuple(float(m) for m in xf.mean(axis=(0, 2, 3)))
+    std = tuple(float(max(s, 1e-3)) for s in xf.std(axis=(0, 2, 3)))
+    del xf
+    y_train = np.array([y for _, y in train], dtype=np.int64)
+    y_test = np.array([y for _, y in test], dtype=np.int64)
+    out = (x[:n], y_train, x[n:], y_test, mean, std)
     if cache:
         try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache_file.with_suffix(f".tmp{os.getpid()}.npz")
-            np.savez(tmp, x=x, y=y)
+            np.savez(tmp, x_train=out[0], y_train=y_train, x_test=out[2], y_test=y_test, mean=np.array(mean),
+                     std=np.array(std))
             os.replace(tmp, cache_file)
         except OSError:
             pass  # a read-only home is fine: decode again next time
-    return x, y
+    return out
+
+
+def _decode_one(path: Path):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read image {path}: {reason}; fix or remove the file") from None
+
+
+def decode_images(paths: list[Path], stream=None, report_from: int = 5000) -> list:
+    """Decoded RGB PIL images of ``paths`` in order, by a thread pool (PIL decodes without the GIL);
+    a line of progress per tenth on ``stream`` (stderr) from ``report_from`` images on."""
+    import concurrent.futures as cf
+    import sys
+
+    stream = stream or sys.stderr
+    workers = min(8, os.cpu_count() or 1)
+    show = len(paths) >= report_from
+    if show:
+        stream.write(f"decoding {len(paths)} images with {workers} threads (once; cached afterwards)\n")
+    out, step = [], max(1, len(paths) // 10)
+    with cf.ThreadPoolExecutor(workers) as pool:
+        for i, image in enumerate(pool.map(_decode_one, paths), 1):
+            out.append(image)
+            if show and (i % step == 0 or i == len(paths)):
+                stream.write(f"  decoded {i}/{len(paths)}\n")
+                stream.flush()
+    return out
+
+
+def _to_array(images: list, image_size: int | None) -> np.ndarray:
+    """``uint8 [N, C, S, S]`` of RGB images: C = 1 when every image is gray (R = G = B); resized to
+    ``image_size`` (default: kept when all sizes agree, else the most common longer side)."""
+    from collections import Counter
+
+    from PIL import Image
+
+    if image_size is None and len({im.size for im in images}) > 1:
+        image_size = Counter(max(im.size) for im in images).most_common(1)[0][0]
+    if image_size is not None:
+        images = [im if im.size == (image_size, image_size) else im.resize((image_size, image_size), Image.BILINEAR)
+                  for im in images]
+    x = np.stack([np.asarray(im, dtype=np.uint8) for im in images]).transpose(0, 3, 1, 2)
+    if (x[:, 0] == x[:, 1]).all() and (x[:, 1] == x[:, 2]).all():
+        x = x[:, :1]
+    return np.ascontiguousarray(x)
 
 
 def _download_with_torchvision(name: str, root: Path) -> None:

@@ -43,7 +43,7 @@ def resolve_device(name: str) -> torch.device:
 
 #: The TrainConfig fields that determine a run's data: runs equal on these share the same NoisyData.
 DATA_FIELDS = ("dataset", "data_dir", "download", "corruption_type", "corruption_level", "gold_fraction",
-               "data_seed", "noisy_labels", "gold_indices", "noise_file", "noise_key", "train_subset")
+               "data_seed", "noisy_labels", "gold_indices", "noise_file", "noise_key", "noise_index", "train_subset", "image_size")
 
 
 def data_key(config: TrainConfig) -> tuple:
@@ -53,14 +53,16 @@ def data_key(config: TrainConfig) -> tuple:
 
 def load_data(config: TrainConfig, device: torch.device) -> NoisyData:
     """The noisy dataset of a resolved config; the raw images are memoised per process."""
-    raw = cached_dataset(config.dataset, config.data_dir, config.download)
+    raw = cached_dataset(config.dataset, config.data_dir, config.download, config.image_size)
     if config.train_subset is not None:
         raw = training_subset(raw, class_balanced_subset(raw.y_train, raw.num_classes, config.train_subset,
                                                          config.data_seed))
     if config.labels_from_file:
-        given, clean = given_labels(raw, config.noisy_labels, config.noise_file, config.noise_key)
+        given, clean, file_rate = given_labels(raw, config.noisy_labels, config.noise_file, config.noise_key,
+                                               config.noise_index)
         gold = read_gold_list(config.gold_indices, len(given), raw.train_paths) if config.gold_indices else None
-        return build_labelled_data(raw, given, config.gold_fraction, config.data_seed, device, clean=clean, gold=gold)
+        return build_labelled_data(raw, given, config.gold_fraction, config.data_seed, device, clean=clean, gold=gold,
+                                   file_noise_rate=file_rate)
     return build_noisy_data(raw, config.corruption_type, config.corruption_level, config.gold_fraction,
                             config.data_seed, device)
 
@@ -80,7 +82,7 @@ class Trainer:
         self.eval_data = self.data.evaluation_view(config.eval_subset)
         d = self.data
         torch.manual_seed(config.seed)
-        self.model = build_main_model(config.dataset, d.num_classes, d.in_channels).to(self.device)
+        self.model = build_main_model(config.model, d.num_classes, d.in_channels, d.image_size).to(self.device)
         self.meta = None
         self.meta_opt = None
         if self.method.build_meta is not None:
@@ -112,7 +114,7 @@ class Trainer:
         d = self.data
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed + seed_offset)
-            fresh = build_main_model(self.config.dataset, d.num_classes, d.in_channels)
+            fresh = build_main_model(self.config.model, d.num_classes, d.in_channels, d.image_size)
         self.model.load_state_dict(fresh.state_dict())
         self.opt, self.sched = self._main_optimizer(remaining_epochs)
         self.ctx.opt = self.opt

@@ -65,6 +65,7 @@ def train_run(config: TrainConfig, out: str | Path | None = None, resume: bool =
     out.mkdir(parents=True, exist_ok=True)
     save_json({**config.to_dict(), "data": trainer.data.summary()}, out / "config.json")
     bar = Progress(config.runid, config.epochs, enabled=progress)
+    bar.note(describe_data(trainer))
     while trainer.epoch < config.epochs:
         row = trainer.run_epoch(on_step=lambda i, n: bar.step(trainer.epoch + 1, i, n))
         save_text(metrics_csv(trainer.history), out / "metrics.csv")
@@ -77,6 +78,22 @@ def train_run(config: TrainConfig, out: str | Path | None = None, resume: bool =
         summary["label_correction_acc"] = float(np.trace(matrix) / matrix.sum())
     save_json(summary, out / "summary.json")
     return summary
+
+
+def describe_data(trainer: Trainer) -> str:
+    """One line on what a run trains on: data, model and the realised noise."""
+    d, c = trainer.data, trainer.config
+    size = f"{d.in_channels}x{d.image_size}x{d.image_size}"
+    text = (f"{c.method} on {d.name} ({d.num_classes} classes, {size}, model {type(trainer.model).__name__}): "
+            f"{len(d.silver_index)} silver, {len(d.gold_index)} gold, {int(d.y_test.numel())} test images")
+    if d.label_source == "synthetic":
+        text += f"; {c.corruption_type} noise at level {c.corruption_level:g}"
+    else:
+        text += f"; labels from {c.noise_file or c.noisy_labels}" + (f" ({c.noise_key})" if c.noise_key else "")
+        if d.file_noise_rate is not None:
+            text += f", noise rate {d.file_noise_rate:.2%} over the whole file"
+    rate = d.realised_noise_rate()
+    return text + (f", realised {rate:.2%} on silver" if rate is not None else ", true labels unknown")
 
 
 def read_summary(run_dir: str | Path) -> dict:
