@@ -262,10 +262,7 @@ def _decode_cached(train: list[tuple[Path, int]], test: list[tuple[Path, int]], 
     images = decode_images([p for p, _ in train + test])
     x = _to_array(images, image_size)
     n = len(train)
-    xf = x[:n].astype(np.float64) / 255.0
-    mean = tuple(float(m) for m in xf.mean(axis=(0, 2, 3)))
-    std = tuple(float(max(s, 1e-3)) for s in xf.std(axis=(0, 2, 3)))
-    del xf
+    mean, std = channel_stats(x[:n])
     y_train = np.array([y for _, y in train], dtype=np.int64)
     y_test = np.array([y for _, y in test], dtype=np.int64)
     out = (x[:n], y_train, x[n:], y_test, mean, std)
@@ -293,24 +290,44 @@ def _decode_one(path: Path):
 
 
 def decode_images(paths: list[Path], stream=None, report_from: int = 5000) -> list:
-    """Decoded RGB PIL images of ``paths`` in order, by a thread pool (PIL decodes without the GIL);
-    a line of progress per tenth on ``stream`` (stderr) from ``report_from`` images on."""
+    """Decoded RGB PIL images of ``paths`` in order; a line of progress per tenth on ``stream``
+    (stderr) from ``report_from`` images on. Files of 16 KB and more on average are decoded by a thread
+    pool (PIL decodes them without the GIL: 1.7x on 2 cores for 256 px JPEGs); smaller ones serially,
+    where threads only contend (CIFAR-size JPEGs decode 2x slower on a pool)."""
     import concurrent.futures as cf
     import sys
 
     stream = stream or sys.stderr
-    workers = min(8, os.cpu_count() or 1)
+    big = len(paths) > 1 and sum(p.stat().st_size for p in paths[:200]) / min(len(paths), 200) >= 16384
+    workers = min(8, os.cpu_count() or 1) if big else 1
     show = len(paths) >= report_from
     if show:
-        stream.write(f"decoding {len(paths)} images with {workers} threads (once; cached afterwards)\n")
+        how = f"with {workers} threads" if workers > 1 else "serially"
+        stream.write(f"decoding {len(paths)} images {how} (once; cached afterwards)\n")
     out, step = [], max(1, len(paths) // 10)
     with cf.ThreadPoolExecutor(workers) as pool:
-        for i, image in enumerate(pool.map(_decode_one, paths), 1):
+        images = pool.map(_decode_one, paths) if workers > 1 else map(_decode_one, paths)
+        for i, image in enumerate(images, 1):
             out.append(image)
             if show and (i % step == 0 or i == len(paths)):
                 stream.write(f"  decoded {i}/{len(paths)}\n")
                 stream.flush()
     return out
+
+
+def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of ``uint8 [N, C, H, W]`` images scaled to [0, 1], in blocks of ``chunk``
+    images (no float copy of the whole set)."""
+    total = np.zeros(x.shape[1])
+    squares = np.zeros(x.shape[1])
+    for i in range(0, len(x), chunk):
+        block = x[i:i + chunk].astype(np.float64)
+        total += block.sum(axis=(0, 2, 3))
+        squares += np.square(block).sum(axis=(0, 2, 3))
+    n = max(len(x) * x.shape[2] * x.shape[3], 1)
+    mean = total / n
+    std = np.sqrt(np.maximum(squares / n - mean ** 2, 0.0))
+    return tuple(float(m / 255) for m in mean), tuple(float(max(s / 255, 1e-3)) for s in std)
 
 
 def _to_array(images: list, image_size: int | None) -> np.ndarray:
