@@ -6,15 +6,17 @@ Figures are built with ``matplotlib.figure.Figure`` (Agg canvas): no pyplot, no 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ebomlc.errors import EbomlcError
 
+from .load import setting_order
 from .results import (by_dataset, class_names, final_results, format_value, method_labels, method_name, one_dataset, param_column,
                       param_name, settings, swept_params, value_key)
 
@@ -33,12 +35,101 @@ def _no_data(ax, text: str = "no data") -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="gray")
 
 
+SEARCH_VALUES = 12  # more distinct values of the swept hyperparameter: a sampled search, points only
+MARKERS = "os^Dv<>ph*P"
+
+
+def _key(value: Any) -> Any:
+    """A config value as a group key (``None`` as ``"none"``, which groupby keeps)."""
+    key = value_key(value)
+    return "none" if key is None else key
+
+
+def _order(key: Any) -> tuple:
+    """Sort key of a group key: numbers first (numerically), then text."""
+    numeric = isinstance(key, (int, float)) and not isinstance(key, bool)
+    return (0, float(key), "") if numeric else (1, 0.0, str(key))
+
+
+def ablation_stats(final: pd.DataFrame, param: str, method: str) -> pd.DataFrame:
+    """Final test accuracy (%) of ``method``'s finished trials per noise setting, value of each OTHER swept
+    hyperparameter and value of ``param``, so that each row aggregates over seeds only. Columns:
+    ``setting``, the other swept hyperparameters (config column names, values as :func:`value_key`, None
+    as ``"none"``), ``value`` (of ``param``), ``mean``, ``std`` (0 for a single seed), ``n``; rows in
+    table order (setting, other values, value)."""
+    column = param_column(param)
+    rows = final[(final["method"] == method) & final["finished"]]
+    others = [p for p in swept_params(final).get(method, []) if p != column]
+    keys = pd.DataFrame({"setting": rows["setting"], **{p: rows[p].map(_key) for p in others},
+                         "value": rows[column].map(_key), "acc": rows["final_test_acc"] * 100})
+    stats = keys.groupby(["setting", *others, "value"], sort=False)["acc"].agg(["mean", "std", "count"])
+    stats = stats.reset_index().rename(columns={"count": "n"})
+    stats["std"] = stats["std"].fillna(0.0)
+    order = sorted(range(len(stats)), key=lambda i: (setting_order(stats["setting"].iloc[i]),
+                                                     *(_order(stats[c].iloc[i]) for c in [*others, "value"])))
+    return stats.iloc[order].reset_index(drop=True)
+
+
+def _line_label(setting: str, others: Sequence[str], values: Sequence[Any]) -> str:
+    """``uniform-40%, rho=0.5, K=3``: a noise setting and the values of the other swept hyperparameters."""
+    return ", ".join([setting, *(f"{param_name(p)}={format_value(v)}" for p, v in zip(others, values))])
+
+
+def _counts_text(counts: Sequence[int]) -> str:
+    """``n = 2`` or ``n = 1-2`` (finished trials per point)."""
+    low, high = min(counts), max(counts)
+    return f"n = {low}" if low == high else f"n = {low}\u2013{high}"
+
+
+def _ablation_caption(counts: Sequence[int], others: Sequence[str], search: bool) -> str:
+    """What a point, a line and an error bar of the ablation figure are."""
+    if not counts:
+        return "no finished trials"
+    bars = f"error bars: std over seeds ({_counts_text(counts)} finished trial{'s' * (max(counts) != 1)} per point)"
+    names = ", ".join(param_name(p) for p in others)
+    if search:
+        what = "points: one per configuration" + (f" (values of {names} fixed)" if names else "")
+    elif names:
+        what = f"one line per noise setting and value of the other swept hyperparameters ({names}), held fixed"
+    else:
+        what = "one line per noise setting"
+    return f"{what}\n{bars}"
+
+
+def _colors(n: int) -> list:
+    """``n`` distinguishable line colours."""
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    cmap = colormaps["tab20"] if n <= 20 else colormaps["turbo"]
+    return [cmap(i) if n <= 20 else cmap(i / (n - 1)) for i in range(n)]
+
+
+def _legend_outside(ax, title: str | None = None) -> None:
+    """The axes' legend to the right of it, in more columns when long."""
+    n = len(ax.get_legend_handles_labels()[1])
+    ax.legend(title=title, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+              ncol=1 + (n - 1) // 18, fontsize=7 if n > 8 else 8, title_fontsize=8)
+
+
+def _ablation_lines(final: pd.DataFrame, column: str, method: str,
+                    others: list[str]) -> tuple[list[Any], list[str], list[tuple[tuple, pd.DataFrame]]]:
+    """The sorted values of ``column`` for ``method``, the keys that make a line (``setting`` and, unless a
+    sampled search, the other swept hyperparameters) and the lines: ``(their values, points)``."""
+    values = sorted(dict.fromkeys(final.loc[final["method"] == method, column].map(_key)), key=_order)
+    stats = ablation_stats(final, column, method)
+    group = ["setting"] if len(values) > SEARCH_VALUES else ["setting", *others]
+    lines = [(keys if isinstance(keys, tuple) else (keys,), points)
+             for keys, points in stats.groupby(group, sort=False)] if len(stats) else []
+    return values, group, lines
+
+
 def plot_ablation(final: pd.DataFrame, param: str, path: str | Path, dataset: str | None = None,
                   also: Sequence[str] = ()) -> Figure:
     """Final test accuracy vs the value of swept hyperparameter ``param`` (``rho``, ``K``, ...): one
-    panel per method that sweeps it, one line per noise setting, error bars = std over finished trials
-    (points only for a sampled search with many values). Other swept hyperparameters, if any, are
-    averaged over (named in the panel title)."""
+    panel per method that sweeps it, one line per noise setting and combination of the values of the
+    method's other swept hyperparameters (each point aggregates over seeds only, see
+    :func:`ablation_stats`), error bars = std over seeds (finished trials), legend to the right, a caption
+    below. A sampled search (many values) draws points only, one colour per noise setting."""
     column = param_column(param)
     final, dataset = one_dataset(final, dataset)
     swept = swept_params(final)
@@ -46,38 +137,41 @@ def plot_ablation(final: pd.DataFrame, param: str, path: str | Path, dataset: st
     if not methods:
         raise EbomlcError(f"{param} is not swept in this study (swept: "
                           f"{', '.join(sorted({param_name(p) for ps in swept.values() for p in ps})) or 'nothing'})")
-    fig = Figure(figsize=(4.5 * len(methods), 3.6), layout="constrained")
+    others = {m: [p for p in swept[m] if p != column] for m in methods}
+    panels = [(m, *_ablation_lines(final, column, m, others[m])) for m in methods]
+    labels = [_line_label(keys[0], group[1:], keys[1:]) for _, _, group, lines in panels for keys, _ in lines]
+    most = max([len(lines) for *_, lines in panels] + [1])
+    legend_width = (1 + (most - 1) // 18) * (0.6 + 0.055 * max(map(len, labels), default=10))
+    fig = Figure(figsize=((4.5 + legend_width) * len(methods), max(3.6, 1.6 + 0.17 * min(most, 18))),
+                 layout="constrained")
     axes = fig.subplots(1, len(methods), squeeze=False)[0]
-    final = final.assign(_value=final[column].map(lambda v: "none" if value_key(v) is None else value_key(v)))
-    done = final[final["finished"]]
-    for ax, method in zip(axes, methods):
-        part = done[done["method"] == method]
-        values = list(dict.fromkeys(final.loc[final["method"] == method, "_value"]))
+    counts: list[int] = []
+    for ax, (method, values, group, lines) in zip(axes, panels):
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        values = sorted(values) if numeric else sorted(values, key=str)
         position = {v: (float(v) if numeric else i) for i, v in enumerate(values)}
-        for setting in settings(final[final["method"] == method]):
-            stats = part[part["setting"] == setting].groupby("_value")["final_test_acc"].agg(["mean", "std"])
-            stats = stats.loc[[v for v in values if v in stats.index]]
-            if len(stats):
-                x = np.array([position[v] for v in stats.index], dtype=float)
-                mean, std = stats["mean"].to_numpy(float) * 100, stats["std"].fillna(0).to_numpy(float) * 100
-                style = "none" if len(values) > 12 else "-"  # a search: many single values, points only
-                ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=setting, linestyle=style)
+        marker = {s: MARKERS[i % len(MARKERS)] for i, s in enumerate(dict.fromkeys(k[0] for k, _ in lines))}
+        style = "none" if len(values) > SEARCH_VALUES else "-"  # a search: many single values, points only
+        for color, (keys, points) in zip(_colors(len(lines)), lines):
+            x = np.array([position[v] for v in points["value"]], dtype=float)
+            ax.errorbar(x, points["mean"].to_numpy(float), yerr=points["std"].to_numpy(float), capsize=3,
+                        marker=marker[keys[0]], markersize=4, color=color, linestyle=style,
+                        label=_line_label(keys[0], group[1:], keys[1:]))
+            counts += [int(n) for n in points["n"]]
         if numeric and values and min(values) > 0 and max(values) / min(values) >= 100:
             ax.set_xscale("log")
         if not numeric:
             ax.set_xticks(range(len(values)), [format_value(v) for v in values])
-        others = [param_name(p) for p in swept[method] if p != column]
-        title = f"{method_name(method)} on {dataset}" if dataset else method_name(method)
-        ax.set_title(title + (f"\n(averaged over {', '.join(others)})" if others else ""), fontsize=10)
+        ax.set_title(f"{method_name(method)} on {dataset}" if dataset else method_name(method), fontsize=10)
         ax.set_xlabel(param_name(column))
         ax.set_ylabel(ACC_LABEL)
         ax.grid(alpha=0.3)
         if ax.lines:
-            ax.legend(title="noise", fontsize=8)
+            _legend_outside(ax, ", ".join(["noise", *(param_name(p) for p in group[1:])]))
         else:
             _no_data(ax, "no finished trials")
+    searched = any(len(values) > SEARCH_VALUES for _, values, _, _ in panels)
+    caption = _ablation_caption(counts, list(dict.fromkeys(p for m in methods for p in others[m])), searched)
+    fig.supxlabel(caption, fontsize=8, color="dimgray")
     return _save(fig, path, also)
 
 
@@ -89,8 +183,8 @@ def plot_curves(df: pd.DataFrame, setting: str, path: str | Path, dataset: str |
                 also: Sequence[str] = (), final: pd.DataFrame | None = None) -> Figure:
     """Test accuracy, upper loss and lower loss over epochs at one noise ``setting`` (``df`` from
     :func:`load_study`), one line per method (label): mean over its trials' reported epochs,
-    band = std. CE's training loss is drawn as its lower loss (it has no upper level). ``final``:
-    :func:`final_results` of ``df`` when already computed (its trials are the ones drawn)."""
+    band = std. CE's training loss is drawn as its lower loss (it has no upper level); one legend below
+    the panels. ``final``: :func:`final_results` of ``df`` when already computed (its trials are the ones drawn)."""
     final, dataset = one_dataset(final_results(df) if final is None else final, dataset)
     if setting not in set(final["setting"]):
         raise EbomlcError(f"no trials at setting {setting!r}; the study has: {', '.join(settings(final))}")
@@ -98,11 +192,13 @@ def plot_curves(df: pd.DataFrame, setting: str, path: str | Path, dataset: str |
     part = part[part["epoch"].notna()]
     panels = [("test_acc", "test accuracy (%)", 100.0), ("upper_loss", "upper loss", 1.0),
               ("lower_loss", "lower loss", 1.0)]
-    fig = Figure(figsize=(13, 3.6), layout="constrained")
-    axes = fig.subplots(1, 3)
     labels = method_labels(final[final["setting"] == setting])
+    columns = max(1, min(len(labels), int(13 // (0.5 + 0.075 * max(map(len, labels), default=1)))))
+    fig = Figure(figsize=(13, 3.6 + 0.2 * -(-len(labels) // columns)), layout="constrained")
+    axes = fig.subplots(1, 3)
+    colors = _colors(len(labels))  # one colour per method in every panel
     for ax, (metric, ylabel, scale) in zip(axes, panels):
-        for i, label in enumerate(labels):
+        for color, label in zip(colors, labels):
             rows = part[part["method_label"] == label]
             column = metric
             if metric == "lower_loss" and (metric not in rows or rows[metric].isna().all()):
@@ -113,7 +209,6 @@ def plot_curves(df: pd.DataFrame, setting: str, path: str | Path, dataset: str |
             stats = rows.groupby("epoch")[column].agg(["mean", "std"]).sort_index()
             x = stats.index.to_numpy(dtype=float)
             mean, std = stats["mean"].to_numpy(float) * scale, stats["std"].fillna(0).to_numpy(float) * scale
-            color = f"C{i % 10}"  # one colour per method in every panel
             ax.plot(x, mean, label=label, color=color, marker="." if len(x) < 20 else None)
             ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -122,8 +217,10 @@ def plot_curves(df: pd.DataFrame, setting: str, path: str | Path, dataset: str |
         ax.grid(alpha=0.3)
         if not ax.lines:
             _no_data(ax)
-    if axes[0].lines:
-        axes[0].legend(fontsize=8)
+    handles = {line.get_label(): line for ax in axes for line in ax.lines}
+    if handles:  # below the panels, never on the data
+        shown = [label for label in labels if label in handles]
+        fig.legend([handles[label] for label in shown], shown, loc="outside lower center", ncol=columns, fontsize=8)
     fig.suptitle(f"{dataset}, {setting}" if dataset else setting)
     return _save(fig, path, also)
 

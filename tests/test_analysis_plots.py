@@ -41,25 +41,99 @@ def sweep(tmp_path_factory):
     return analysis.final_results(analysis.load_study(write_sweep_study(tmp_path_factory.mktemp("sweep"))))
 
 
+RHOS, KS = (0.2, 0.5, 1.0), (1, 3)  # write_sweep_study's grid (rho None = the preset 0.2)
+SWEEP_SETTINGS = ("uniform-40%", "flip-20%")
+
+
+def known(rho, k, seed):
+    """write_sweep_study's final accuracy (%) of one trial."""
+    return (0.7 + 0.1 * rho - 0.01 * k + 0.001 * seed) * 100
+
+
+def error_bars(ax):
+    """``(label, x, y, half height of each error bar)`` of each errorbar series of ``ax``, in drawing order."""
+    series = []
+    for container in ax.containers:
+        line, _caps, (bars, *_) = container.lines
+        x, y = line.get_data()
+        halves = [(segment[1][1] - segment[0][1]) / 2 for segment in bars.get_segments()]
+        series.append((container.get_label(), np.asarray(x, float), np.asarray(y, float), np.asarray(halves)))
+    return series
+
+
+def caption(fig):
+    return "\n".join(t.get_text() for t in fig.texts)
+
+
+def assert_legends_off_the_data(fig):
+    """Every legend of ``fig`` (figure or axes legend) lies outside every axes' data area."""
+    fig.draw_without_rendering()  # runs the layout engine
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert legends
+    for legend in legends:
+        box = legend.get_window_extent()
+        for ax in fig.axes:
+            assert not box.overlaps(ax.get_window_extent()), (box, ax.get_window_extent())
+    return legends
+
+
 def test_ablation(sweep, tmp_path):
     fig = analysis.plot_ablation(sweep, "rho", tmp_path / "ablation_rho.png", also=(".pdf",))
     assert_png(tmp_path / "ablation_rho.png")
     assert (tmp_path / "ablation_rho.pdf").read_bytes()[:5] == b"%PDF-"
     (ax,) = fig.axes
     assert ax.get_xlabel() == "rho" and ax.get_ylabel() == "final test accuracy (%)"
-    assert "averaged over K" in ax.get_title()
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["uniform-40%", "flip-20%"]
-    # one line per setting: x = rho values, y = mean over seeds and K (0.7 + 0.1 rho - 0.02 + 0.0015)
-    x, y = ax.lines[0].get_data()
-    np.testing.assert_allclose(x, [0.2, 0.5, 1.0])
-    np.testing.assert_allclose(y, [(0.7 + 0.1 * r - 0.02 + 0.0015) * 100 for r in (0.2, 0.5, 1.0)])
+    assert ax.get_title() == "EBOMLC on digits"
+
+
+def test_ablation_one_line_per_setting_and_other_value(sweep, tmp_path):
+    fig = analysis.plot_ablation(sweep, "rho", tmp_path / "ablation_rho.png")
+    (ax,) = fig.axes
+    series = error_bars(ax)
+    labels = [f"{s}, K={k}" for s in SWEEP_SETTINGS for k in KS]
+    assert [label for label, *_ in series] == labels  # settings x K values, nothing pooled over K
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == labels
+    for (label, x, y, bars), (setting, k) in zip(series, [(s, k) for s in SWEEP_SETTINGS for k in KS]):
+        np.testing.assert_allclose(x, RHOS)
+        np.testing.assert_allclose(y, [np.mean([known(r, k, seed) for seed in (1, 2)]) for r in RHOS])
+        np.testing.assert_allclose(bars, [np.std([known(r, k, seed) for seed in (1, 2)], ddof=1) for r in RHOS])
+    pooled = np.std([known(0.2, k, seed) for k in KS for seed in (1, 2)], ddof=1)  # the spread over K and seeds
+    assert pooled > 10 * series[0][3][0]
 
 
 def test_ablation_by_display_name(sweep, tmp_path):
-    fig = analysis.plot_ablation(sweep, "K", tmp_path / "ablation_K.png")
+    fig = analysis.plot_ablation(sweep, "K", tmp_path / "ablation_K.png")  # by display name
     assert_png(tmp_path / "ablation_K.png")
     assert fig.axes[0].get_xlabel() == "K"
-    np.testing.assert_allclose(fig.axes[0].lines[0].get_data()[0], [1, 3])
+    series = error_bars(fig.axes[0])
+    assert [label for label, *_ in series] == [f"{s}, rho={r:g}" for s in SWEEP_SETTINGS for r in RHOS]
+    for label, x, y, bars in series:
+        rho = float(label.split("rho=")[1])
+        np.testing.assert_allclose(x, KS)
+        np.testing.assert_allclose(y, [np.mean([known(rho, k, seed) for seed in (1, 2)]) for k in KS])
+        np.testing.assert_allclose(bars, np.std([known(rho, 1, 1), known(rho, 1, 2)], ddof=1))
+
+
+def test_ablation_caption_and_legend(sweep, tmp_path):
+    fig = analysis.plot_ablation(sweep, "rho", tmp_path / "ablation_rho.png")
+    text = caption(fig)
+    assert "error bars: std over seeds (n = 2 finished trials per point)" in text
+    assert "other swept hyperparameters (K)" in text and "held fixed" in text
+    (legend,) = assert_legends_off_the_data(fig)
+    assert legend.get_title().get_text() == "noise, K"
+
+
+def test_ablation_seed_counts_in_caption(tmp_path):
+    study = write_sweep_study(tmp_path, rhos=(None, 1.0), ks=(1,), settings=[("unif", 0.4)])
+    write_trial(study, "train_third_seed", params("ebomlc", "unif", 0.4, 3, rho=1.0, inner_steps=1),
+                epoch_lines("ebomlc", 0.9))
+    fig = analysis.plot_ablation(analysis.final_results(analysis.load_study(study)), "rho", tmp_path / "a.png")
+    assert "std over seeds (n = 2\u20133 finished trials per point)" in caption(fig)
+    ((label, x, y, bars),) = error_bars(fig.axes[0])
+    assert label == "uniform-40%"  # K is not swept here: one line per setting
+    np.testing.assert_allclose(y, [np.mean([known(0.2, 1, 1), known(0.2, 1, 2)]),
+                                   np.mean([known(1.0, 1, 1), known(1.0, 1, 2), 90.0])])
+    np.testing.assert_allclose(bars[1], np.std([known(1.0, 1, 1), known(1.0, 1, 2), 90.0], ddof=1))
 
 
 def test_ablation_of_unswept_param_is_an_error(final, tmp_path):
@@ -80,6 +154,18 @@ def test_curves(df, tmp_path):
     assert [line.get_label() for line in lower.lines] == ["CE", "MLC", "EBOMLC"]  # CE: its training loss
     np.testing.assert_allclose(acc.lines[0].get_ydata(), [62.0, 67.0, 72.0])  # CE: mean of 0.70 and 0.74 - 0.05/epoch
     assert acc.lines[2].get_color() == upper.lines[1].get_color()  # one colour per method
+    (legend,) = assert_legends_off_the_data(fig)
+    assert [t.get_text() for t in legend.get_texts()] == ["CE", "MLC", "EBOMLC"]
+
+
+def test_curves_legend_of_many_cases_is_off_the_data(tmp_path):
+    rhos, ks = (None, 0.3, 0.5, 0.7, 0.9, 1.0), (1, 2, 3, 4)
+    study = write_sweep_study(tmp_path, rhos=rhos, ks=ks, settings=[("unif", 0.4)])
+    fig = analysis.plot_curves(analysis.load_study(study), "uniform-40%", tmp_path / "c.png")
+    assert_png(tmp_path / "c.png")
+    assert len(fig.axes[0].lines) == len(rhos) * len(ks) == 24
+    (legend,) = assert_legends_off_the_data(fig)
+    assert len(legend.get_texts()) == 24
 
 
 def test_curves_of_a_running_trial(df, tmp_path):
