@@ -5,6 +5,7 @@ Every user error prints one line ``ebomlc: error: ...`` and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Sequence
 
@@ -27,7 +28,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dataset", default=d.dataset,
                    help="digits (built in) | cifar10 | cifar100 | folder (any image folder given by --data_dir: "
                         "train/<class>/*, test/<class>/*; runs are named after the folder) (default: %(default)s)")
-    g.add_argument("--optimizer", default=d.optimizer, help="main-model optimizer; sgd (default)")
+    g.add_argument("--optimizer", default=d.optimizer, help="main-model optimizer; only sgd (default: %(default)s)")
     g.add_argument("--bs", type=int, default=d.bs, help="batch size of silver and of gold (default: %(default)s)")
     g.add_argument("--corruption_type", default=d.corruption_type,
                    help="unif (uniform) | flip (one random other class per class) | asym (the class pairs of "
@@ -40,14 +41,21 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, default=None, help="epochs over the silver set (default: 120)")
     g.add_argument("--main_lr", type=float, default=d.main_lr, help="SGD learning rate (default: %(default)s)")
     g.add_argument("--meta_lr", type=float, default=d.meta_lr, help="meta-model Adam learning rate (default: %(default)s)")
-    g.add_argument("--runid", default=d.runid, help="run name; the run directory defaults to runs/<runid>")
+    g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum (default: %(default)s)")
+    g.add_argument("--weight_decay", type=float, default=d.weight_decay, help="SGD weight decay (default: %(default)s)")
+    g.add_argument("--lr_milestones", type=_int_list, metavar="E1,E2",
+                   help="epochs at which the main LR drops 10x (default: 80 and 100 of 120, scaled to --epochs)")
+    g.add_argument("--runid", help="run name; the run directory is runs/<runid> unless --out (default: "
+                   "METHOD-DATASET-YYYYmmdd-HHMMSS, so runs never collide)")
     g.add_argument("--cls_dim", type=int, default=d.cls_dim, help="label-embedding size of the meta model (default: %(default)s)")
     b = p.add_argument_group("dynamic barrier (mlcbome / ebomlc; unset = the method's preset)")
-    b.add_argument("--rho", type=float, help="mixture weight of the upper loss (ebomlc 0.2, mlcbome 1)")
-    b.add_argument("--xi", type=float, help="scale of the noisy gradient (ebomlc 0.5, mlcbome 1)")
-    b.add_argument("--delta", type=float, help="barrier coefficient (ebomlc 0.25, mlcbome 0.5)")
-    b.add_argument("--inner_steps", "--K", type=int, dest="inner_steps", help="inner steps K (ebomlc 1, mlcbome 5)")
-    b.add_argument("--grad_q_w", choices=["fd", "partial"], help="main part of grad q (default fd)")
+    b.add_argument("--rho", type=float, help="mixture weight of the upper loss (default: the preset, ebomlc 0.2, mlcbome 1)")
+    b.add_argument("--xi", type=float, help="scale of the noisy gradient (default: the preset, ebomlc 0.5, mlcbome 1)")
+    b.add_argument("--delta", type=float, help="barrier coefficient (default: the preset, ebomlc 0.25, mlcbome 0.5)")
+    b.add_argument("--inner_steps", "--K", type=int, dest="inner_steps", help="inner steps K (default: the preset, ebomlc 1, mlcbome 5; mlc 1)")
+    b.add_argument("--grad_q_w", choices=["fd", "partial"], help="main part of grad q (default: fd)")
+    b.add_argument("--eps", type=float, default=d.eps,
+                   help="added to ||grad q||^2 in the barrier's lambda denominator (default: %(default)s)")
     b.add_argument("--variant", choices=list(VARIANTS),
                    help="which of the authors' code's departures from the paper's equations are on: paper "
                         "(none; the default), inner_step (the main model keeps its one-step inner update and gets "
@@ -55,12 +63,16 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                         "CIFAR-10 subset: docs/variants.md) or reference (all)")
     b.add_argument("--departures", metavar="PARTS",
                    help="comma-separated parts added to the variant, or removed with a leading '-' (write "
-                        "--departures=-NAME,...): " + ", ".join(PARTS))
-    b.add_argument("--no_mix", action="store_true", help="use all gold in the upper loss (no mix mode)")
+                        "--departures=-NAME,...): " + ", ".join(PARTS) + " (default: none)")
+    b.add_argument("--no_mix", action="store_true", help="use all gold in the upper loss (default: mix mode)")
+    b.add_argument("--glc_phase1_epochs", type=int,
+                   help="glc: epochs of its silver-only first phase (default: half of --epochs)")
     r = p.add_argument_group("data, device, output")
-    r.add_argument("--seed", type=int, default=d.seed, help="seed of model init, batches and (unless --data_seed) data")
+    r.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of model init, batches and (unless --data_seed) data (default: %(default)s)")
     r.add_argument("--data_seed", type=int, help="seed of the gold/silver split and noise (default: --seed)")
-    r.add_argument("--data_dir", help="CIFAR pickles or a train/ test/ class-per-folder image tree")
+    r.add_argument("--data_dir", help="CIFAR pickles or a train/ test/ class-per-folder image tree (default: "
+                   "data/<dataset>; digits is built in)")
     r.add_argument("--download", action="store_true", help="download CIFAR through torchvision")
     r.add_argument("--image_size", type=int, metavar="S",
                    help="image folders: resize every image to S x S (default: keep the size, or the most common "
@@ -70,8 +82,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                         "resnet18 above (default: %(default)s)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     r.add_argument("--out", help="the run directory itself (default: runs/<runid>)")
-    r.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    r.add_argument("--max_steps_per_epoch", type=int, help="cap steps per epoch (quick smoke runs)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (or runs/<runid>) from its checkpoint, under its saved options; "
+                        "only --epochs (to extend it), --device and --threads may change")
+    r.add_argument("--max_steps_per_epoch", type=int,
+                   help="cap steps per epoch for quick smoke runs; evaluation then uses a fixed 1,000 test and silver "
+                        "images unless --eval_subset says otherwise (default: full epochs)")
     r.add_argument("--train_subset", type=int, metavar="N",
                    help="train on N images, N/K per class, drawn by the data seed before the gold/silver split "
                         "(default: all)")
@@ -82,49 +98,76 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--eval_subset", type=int, metavar="N",
                    help="evaluate on a fixed subset of N test images (and N silver images for label correction), "
                         "the same for every run (default: all)")
+    r.add_argument("--blowup_factor", type=float, default=d.blowup_factor,
+                   help="end the run as diverged when a training loss exceeds this many times its first-epoch "
+                        "value; 0 turns the check off (default: %(default)s)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     n = p.add_argument_group("your own noisy labels (instead of --corruption_type/--corruption_level)")
     n.add_argument("--noisy_labels", metavar="FILE",
                    help="one label per training image in dataset order: .npy, .csv (one class number per line, "
-                        "optional header), or a path,label CSV naming every image of an image-folder --data_dir")
+                        "optional header), or a path,label CSV naming every image of an image-folder --data_dir (default: synthetic noise)")
     n.add_argument("--gold_indices", metavar="FILE",
                    help="trusted training images whose given label is used as gold: indices in dataset order (0-based; "
                         ".npy or one per line) or image paths; default: a class-balanced --gold_fraction draw among "
                         "images whose given label equals the dataset's clean label")
     n.add_argument("--noise_file", metavar="FILE",
                    help="CIFAR-10N / CIFAR-100N label file (.pt dict: clean_label, aggre_label, random_label1..3, "
-                        "worse_label; noisy_label for CIFAR-100N); needs --noise_key")
-    n.add_argument("--noise_key", metavar="KEY", help="label set of --noise_file to train on, e.g. worse_label")
+                        "worse_label; noisy_label for CIFAR-100N); needs --noise_key (default: none)")
+    n.add_argument("--noise_key", metavar="KEY", help="label set of --noise_file to train on, e.g. worse_label (default: none)")
     n.add_argument("--noise_index", metavar="FILE",
                    help="for an image-folder --data_dir: each training image's index in --noise_file (its original "
-                        "CIFAR index): .npy or one index per line in dataset order, or path,index CSV rows")
+                        "CIFAR index): .npy or one index per line in dataset order, or path,index CSV rows (default: the "
+                        "file follows the dataset's order)")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated epochs such as 80,100, got {text!r}") from None
+
+
+#: Options of `ebomlc train` that are not TrainConfig fields (``no_mix`` is ``mix`` negated).
+RUN_FLAGS = ("out", "resume", "quiet", "no_mix")
 
 
 def _config_from_args(a: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        method=a.method, dataset=a.dataset, optimizer=a.optimizer, bs=a.bs, corruption_type=a.corruption_type,
-        corruption_level=a.corruption_level, gold_fraction=a.gold_fraction,
-        epochs=a.epochs if a.epochs is not None else TrainConfig.epochs, main_lr=a.main_lr, meta_lr=a.meta_lr,
-        runid=a.runid, cls_dim=a.cls_dim, inner_steps=a.inner_steps, rho=a.rho, delta=a.delta, xi=a.xi,
-        grad_q_w=a.grad_q_w, variant=a.variant, mix=not a.no_mix, seed=a.seed, data_seed=a.data_seed,
-        data_dir=a.data_dir, download=a.download, image_size=a.image_size, model=a.model, device=a.device,
-        max_steps_per_epoch=a.max_steps_per_epoch,
-        departures=a.departures, train_subset=a.train_subset, threads=a.threads, eval_every=a.eval_every,
-        eval_subset=a.eval_subset,
-        noisy_labels=a.noisy_labels, gold_indices=a.gold_indices, noise_file=a.noise_file, noise_key=a.noise_key,
-        noise_index=a.noise_index)
+    """The TrainConfig of the parsed flags (each flag is the field of the same name; ``--no_mix`` is ``mix``)."""
+    import datetime
+
+    values = {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(a, f.name)}
+    values["mix"] = not a.no_mix
+    if values.get("epochs") is None:
+        values.pop("epochs")
+    if values.get("runid") is None:
+        values["runid"] = f"{a.method}-{a.dataset}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    return TrainConfig(**values)
+
+
+def _given_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The ``TrainConfig`` fields the command line ``argv`` (of ``ebomlc train``) sets explicitly."""
+    unset = object()
+    namespace = argparse.Namespace(**{a.dest: unset for a in parser._actions if a.dest != "help"})
+    parsed = vars(parser.parse_args(list(argv), namespace))
+    given = {k for k, v in parsed.items() if v is not unset}
+    return {"mix" if k == "no_mix" else k for k in given} - set(RUN_FLAGS)
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from .train import train_run
 
+    if a.resume and a.out is None and a.runid is None:
+        raise EbomlcError("--resume needs the run: pass --out DIR or --runid NAME")
     config = _config_from_args(a)
     if not a.resume:
         config.resolved()  # fail on bad values before touching the disk
-    summary = train_run(config, a.out, resume=a.resume, progress=not a.quiet, epochs=a.epochs if a.resume else None)
+    given = _given_options(a.train_parser, a.train_argv) if a.resume else set()
+    summary = train_run(config, a.out, resume=a.resume, progress=not a.quiet, epochs=a.epochs if a.resume else None,
+                        given=given)
     out = a.out or f"runs/{config.runid}"
     print(f"final test accuracy {summary['final_test_acc']:.4f} (best {summary['best_test_acc']:.4f} at epoch "
-          f"{summary['best_epoch']}), {summary['train_time']:.1f}s training; results in {out}")
+          f"{summary['best_epoch']}), {summary['train_time']:.1f}s training, {summary['wall_time']:.1f}s in all; "
+          f"results in {out}")
     return 0
 
 
@@ -166,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one run", description="Train one run into a run directory "
                            "(config.json, metrics.csv, summary.json, checkpoint.pt).")
     _add_train_args(train)
-    train.set_defaults(func=_cmd_train)
+    train.set_defaults(func=_cmd_train, train_parser=train)
     _add_bench_command(sub)
     from .correct import add_correct_command
 
@@ -182,7 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if args.command == "train":
+        args.train_argv = argv[argv.index("train") + 1:]
     try:
         return args.func(args)
     except EbomlcError as exc:

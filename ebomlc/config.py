@@ -84,6 +84,7 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads; None: torch's default (all cores)
     eval_every: int = 1  # evaluate every N epochs (and always after the last)
     eval_subset: int | None = None  # evaluate on a fixed seeded subset of this many test (and silver) images
+    blowup_factor: float = 100.0  # a training loss above this many times its first-epoch value ends the run (0: off)
 
     # ------------------------------------------------------------------
     def resolved(self) -> "TrainConfig":
@@ -119,6 +120,8 @@ class TrainConfig:
         _check_range("meta_lr", c.meta_lr, 0.0, math.inf, low_open=True)
         _check_range("momentum", c.momentum, 0.0, 1.0, high_open=True)
         _check_range("weight_decay", c.weight_decay, 0.0, math.inf)
+        _check_range("blowup_factor", c.blowup_factor, 0.0, math.inf)
+        _check_range("eps", c.eps, 0.0, math.inf)
         for name in ("bs", "epochs", "cls_dim", "inner_steps", "glc_phase1_epochs", "train_subset", "threads",
                      "eval_every", "eval_subset", "image_size"):
             value = getattr(c, name)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # numpy, torch and pandas are imported lazily: the CLI starts
 COLUMNS = ("index", "path", "given_label", "corrected_label", "given_class", "corrected_class", "confidence",
            "given_label_prob", "changed")
 DEFAULT_NAME = "corrected_labels.csv"
+TRIAL_STATE = "trainer.pt"  # tune.trainable.STATE_FILE: the trainer state inside a study checkpoint
 
 
 def correction_table(probs: torch.Tensor | np.ndarray, given: torch.Tensor | np.ndarray,
@@ -78,29 +79,40 @@ def trainer_corrections(trainer: "Trainer", paths: Sequence[str] | None = None) 
     return correction_table(probs, d.silver_noisy, d.silver_index, paths, d.class_names)
 
 
+def find_checkpoint(run_dir: Path) -> Path:
+    """The trainer state of ``run_dir``: an ``ebomlc train`` run (``checkpoint.pt``), a Ray Tune trial
+    directory (its latest ``checkpoint_NNNNNN/trainer.pt``) or one such checkpoint folder."""
+    from .train.rundir import CHECKPOINT
+
+    if not run_dir.is_dir():
+        raise EbomlcError(f"run directory {str(run_dir)!r} does not exist")
+    for name in (CHECKPOINT, TRIAL_STATE):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    trial = sorted(run_dir.glob(f"checkpoint_*/{TRIAL_STATE}"), key=lambda p: p.parent.name)
+    if trial:
+        return trial[-1]
+    raise EbomlcError(f"{run_dir} has no {CHECKPOINT} and no checkpoint_*/{TRIAL_STATE}; point at a run directory "
+                      f"of `ebomlc train` or a trial directory of a study")
+
+
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple["Trainer", Sequence[str] | None]:
-    """The trained models of a run directory with its data rebuilt from the saved configuration,
-    and the training image paths (None unless an image folder)."""
+    """The trained models of a run (or study trial) directory with its data rebuilt from the saved
+    configuration, and the training image paths (None unless an image folder)."""
     import torch
 
     from .config import TrainConfig
     from .data import cached_dataset
     from .train import Trainer, resolve_device
-    from .train.checkpoint import load_torch
-    from .train.rundir import CHECKPOINT
+    from .train.rundir import read_checkpoint
 
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise EbomlcError(f"run directory {str(run_dir)!r} does not exist")
-    if not (run_dir / CHECKPOINT).is_file():
-        raise EbomlcError(f"{run_dir} has no {CHECKPOINT}; point at a run directory written by `ebomlc train`")
+    file = find_checkpoint(run_dir)
+    state = read_checkpoint(file)
     try:
-        state = load_torch(run_dir / CHECKPOINT)
         config = TrainConfig.from_dict(state["config"])
-    except EbomlcError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - an unreadable checkpoint is one user problem
-        raise EbomlcError(f"cannot read {run_dir / CHECKPOINT} ({type(exc).__name__}); is the run intact?") from None
+    except EbomlcError as exc:
+        raise EbomlcError(f"{file}: {exc}") from None
     require_label_correcting(config.method, f"run {run_dir} was trained with")
     config.device = device
     config = config.resolved()
@@ -139,7 +151,8 @@ def add_correct_command(sub) -> None:
                        description="Write, for every silver image of a trained mlc/mlcbome/ebomlc run, its given "
                        "label, the meta model's corrected label and confidence, and whether it changed; the "
                        "likeliest labelling mistakes come first (ascending probability of the given label).")
-    p.add_argument("run_dir", help="run directory of `ebomlc train` (holds config.json and checkpoint.pt)")
+    p.add_argument("run_dir", help="run directory of `ebomlc train`, or a study trial directory (its latest "
+                   "checkpoint_NNNNNN/ is used) or one of its checkpoint folders")
     p.add_argument("--out", help=f"CSV file to write (default: RUN_DIR/{DEFAULT_NAME})")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     p.set_defaults(func=_cmd_correct)

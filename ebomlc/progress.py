@@ -29,6 +29,21 @@ class Progress:
         self.stream.write(f"\r{self.label} epoch {epoch}/{self.epochs} [{bar}] {step}/{steps}")
         self.stream.flush()
 
+    def evaluating(self, what: str, done: int, total: int) -> None:
+        """Progress of an evaluation pass: redrawn on a TTY; elsewhere one line when a pass starts
+        (``done`` is the first chunk), so a log shows what a long pause is."""
+        if not self.enabled:
+            return
+        if self.tty:
+            now = time.monotonic()
+            if now - self._last < 0.2 and done != total:
+                return
+            self._last = now
+            self.stream.write(f"\r\033[K{self.label} evaluating {what} {done}/{total}")
+        elif done <= 1000 and total > 5000:
+            self.stream.write(f"{self.label} evaluating {total} {what} images\n")
+        self.stream.flush()
+
     def note(self, text: str) -> None:
         """One plain line (e.g. what the run trains on)."""
         if self.enabled:
@@ -43,7 +58,7 @@ class Progress:
             if key in row:
                 parts.append(f"{key} {row[key]:.4f}" if key.endswith("acc") else f"{key} {row[key]:.4g}")
         parts.append(f"lr {row['lr']:.3g}")
-        parts.append(f"{row['epoch_time']:.1f}s")
+        parts.append(f"{row['epoch_time']:.1f}s" + (f" + {row['eval_time']:.1f}s eval" if "eval_time" in row else ""))
         prefix = "\r\033[K" if self.tty else ""
         self.stream.write(prefix + "  ".join(parts) + "\n")
         self.stream.flush()

@@ -213,7 +213,7 @@ def test_label_file_run_equals_synthetic_run(tmp_path, digits):
     from_file = json.loads((tmp_path / "file" / "summary.json").read_text())
     a = torch.load(tmp_path / "synthetic" / "checkpoint.pt", weights_only=False)
     b = torch.load(tmp_path / "file" / "checkpoint.pt", weights_only=False)
-    drop = ("epoch_time", "train_time")
+    drop = ("epoch_time", "train_time", "eval_time")
     strip = lambda h: [{k: v for k, v in r.items() if k not in drop} for r in h]  # noqa: E731
     assert strip(a["history"]) == strip(b["history"]) and "lc_acc" in a["history"][-1]
     for key in a["model"]:

@@ -34,10 +34,10 @@ def test_resumed_run_equals_uninterrupted(tmp_path, monkeypatch, method):
     # the same run, killed during its third epoch and resumed from its checkpoint
     original = Trainer.run_epoch
 
-    def crash_in_third_epoch(self, on_step=None):
+    def crash_in_third_epoch(self, on_step=None, **kwargs):
         if self.epoch == 2:
             raise KeyboardInterrupt
-        return original(self, on_step)
+        return original(self, on_step, **kwargs)
 
     monkeypatch.setattr(Trainer, "run_epoch", crash_in_third_epoch)
     with pytest.raises(KeyboardInterrupt):
@@ -50,7 +50,7 @@ def test_resumed_run_equals_uninterrupted(tmp_path, monkeypatch, method):
     b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
-    drop = ("epoch_time", "train_time")
+    drop = ("epoch_time", "train_time", "eval_time")
     strip = lambda h: [{k: v for k, v in r.items() if k not in drop} for r in h]  # noqa: E731
     assert strip(a["history"]) == strip(b["history"])
     assert (tmp_path / "part" / "metrics.csv").read_text().count("\n") == 5
@@ -128,7 +128,7 @@ def test_evaluation_every_n_epochs_on_a_fixed_subset(monkeypatch):
 
     seen = []
     real = loop.evaluate_test
-    monkeypatch.setattr(loop, "evaluate_test", lambda model, data: seen.append(len(data.y_test)) or real(model, data))
+    monkeypatch.setattr(loop, "evaluate_test", lambda model, data, *a: seen.append(len(data.y_test)) or real(model, data))
     trainer = Trainer(TrainConfig(method="ebomlc", epochs=5, eval_every=2, eval_subset=100, **FAST))
     rows = [trainer.run_epoch() for _ in range(5)]
     assert [r["epoch"] for r in rows if "test_acc" in r] == [2, 4, 5]  # every 2nd and the last

@@ -1,6 +1,8 @@
 """Evaluation: test accuracy/loss and the meta model's label correction on the silver set."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -9,10 +11,18 @@ from ..data import NoisyData
 from ..data.augment import normalize
 
 
+#: ``on_eval(what, done, total)``: progress of an evaluation pass ("test" or "silver") in images.
+OnEval = Callable[[str, int, int], None] | None
+
+
 @torch.no_grad()
-def _features(model: nn.Module, x_uint8: torch.Tensor, data: NoisyData, chunk: int = 1000):
-    for i in range(0, x_uint8.shape[0], chunk):
+def _features(model: nn.Module, x_uint8: torch.Tensor, data: NoisyData, chunk: int = 1000,
+              on_eval: OnEval = None, what: str = "test"):
+    n = x_uint8.shape[0]
+    for i in range(0, n, chunk):
         yield i, model(normalize(x_uint8[i:i + chunk], data.mean, data.std))
+        if on_eval is not None:
+            on_eval(what, min(i + chunk, n), n)
 
 
 def _eval_mode(*modules: nn.Module | None):
@@ -28,11 +38,11 @@ def _restore(states) -> None:
 
 
 @torch.no_grad()
-def evaluate_test(model: nn.Module, data: NoisyData) -> dict[str, float]:
+def evaluate_test(model: nn.Module, data: NoisyData, on_eval: OnEval = None) -> dict[str, float]:
     """Accuracy and mean CE of the main model (eval mode) on the clean test set."""
     states = _eval_mode(model)
     correct, loss = torch.zeros((), device=data.y_test.device), torch.zeros((), device=data.y_test.device)
-    for i, (logits, _) in _features(model, data.x_test, data):
+    for i, (logits, _) in _features(model, data.x_test, data, on_eval=on_eval):
         y = data.y_test[i:i + logits.shape[0]]
         correct += (logits.argmax(1) == y).sum()
         loss += F.cross_entropy(logits.float(), y, reduction="sum")
@@ -42,26 +52,26 @@ def evaluate_test(model: nn.Module, data: NoisyData) -> dict[str, float]:
 
 
 @torch.no_grad()
-def corrected_labels(model: nn.Module, meta: nn.Module, data: NoisyData) -> torch.Tensor:
+def corrected_labels(model: nn.Module, meta: nn.Module, data: NoisyData, on_eval: OnEval = None) -> torch.Tensor:
     """The meta model's corrected-label distribution ``m_a(h_w(x), y~)`` on every silver image
     (features from the main model in eval mode on un-augmented images)."""
     states = _eval_mode(model, meta)
     probs = []
-    for i, (_, feature) in _features(model, data.x_silver, data):
+    for i, (_, feature) in _features(model, data.x_silver, data, on_eval=on_eval, what="silver"):
         probs.append(meta(feature, data.silver_noisy[i:i + feature.shape[0]]).exp())
     _restore(states)
     return torch.cat(probs)
 
 
 @torch.no_grad()
-def label_correction(model: nn.Module, meta: nn.Module,
-                     data: NoisyData) -> tuple[dict[str, float], torch.Tensor | None]:
+def label_correction(model: nn.Module, meta: nn.Module, data: NoisyData,
+                     on_eval: OnEval = None) -> tuple[dict[str, float], torch.Tensor | None]:
     """Accuracy of ``argmax m_a`` against the true silver labels: overall, on originally clean
     and on originally corrupted samples; and the ``K x K`` count matrix [true, corrected].
     Without true silver labels (``data.silver_true`` None): no metrics and no matrix."""
     if data.silver_true is None:
         return {}, None
-    pred = corrected_labels(model, meta, data).argmax(1)
+    pred = corrected_labels(model, meta, data, on_eval).argmax(1)
     true, noisy = data.silver_true, data.silver_noisy
     hit = (pred == true).float()
     clean = noisy == true

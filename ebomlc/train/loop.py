@@ -26,7 +26,21 @@ from .evaluate import evaluate_test, label_correction
 
 
 class DivergedError(EbomlcError):
-    """A loss became NaN or infinite."""
+    """A training loss became NaN or infinite, or blew up (``blowup_factor``)."""
+
+
+#: Training losses watched for a blow-up.
+LOSS_KEYS = ("train_loss", "upper_loss", "lower_loss")
+#: Test and silver images a run capped by ``max_steps_per_epoch`` evaluates on (unless ``eval_subset``).
+CAPPED_EVAL_IMAGES = 1000
+
+
+def evaluation_size(config: TrainConfig) -> int | None:
+    """Test (and silver) images evaluated: ``eval_subset``, else for a run capped by ``max_steps_per_epoch``
+    the larger of 1,000 and the images it trains on per epoch, else all (None)."""
+    if config.eval_subset is not None or config.max_steps_per_epoch is None:
+        return config.eval_subset
+    return max(CAPPED_EVAL_IMAGES, config.max_steps_per_epoch * config.bs)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -79,7 +93,8 @@ class Trainer:
         if self.device.type == "cpu":
             retain_freed_cpu_memory()
         self.data = data if data is not None else load_data(config, self.device)
-        self.eval_data = self.data.evaluation_view(config.eval_subset)
+        self.eval_data = self.data.evaluation_view(evaluation_size(config))
+        self._lc_matrix, self._lc_epoch = None, -1
         d = self.data
         torch.manual_seed(config.seed)
         self.model = build_main_model(config.model, d.num_classes, d.in_channels, d.image_size).to(self.device)
@@ -169,10 +184,12 @@ class Trainer:
         n = len(index)
         return Batch(x[:n], self.y_train[index], x[n:], self.data.y_gold[gold])
 
-    def run_epoch(self, on_step: Callable[[int, int], None] | None = None, evaluate: bool = True) -> dict:
+    def run_epoch(self, on_step: Callable[[int, int], None] | None = None, evaluate: bool = True,
+                  on_eval: Callable[[str, int, int], None] | None = None) -> dict:
         """Train one epoch, evaluate, append and return the epoch's metrics row. Evaluation (test and
         label-correction metrics) runs every ``eval_every`` epochs and after the last, on ``eval_subset``
-        images; ``evaluate=False`` leaves it out (timing runs)."""
+        images (capped runs: :func:`evaluation_size`); ``evaluate=False`` leaves it out (timing runs).
+        ``on_step(step, steps)`` and ``on_eval(what, done, total)`` report progress."""
         cfg = self.config
         if self.method.on_epoch_start is not None:
             self.method.on_epoch_start(self)
@@ -196,27 +213,47 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         epoch_time = time.perf_counter() - start
-        bad = sorted(k for k, v in row.items() if not math.isfinite(v))
-        if bad:
-            raise DivergedError(f"training diverged at epoch {self.epoch + 1}: non-finite {', '.join(bad)} "
-                                f"(lower --main_lr or --meta_lr)")
+        self._check_losses(row)
         self.epoch += 1
         self.train_time += epoch_time
-        evaluate = evaluate and (self.epoch % cfg.eval_every == 0 or self.epoch >= cfg.epochs)
-        row = {"epoch": self.epoch, "lr": lr, **row, **(evaluate_test(self.model, self.eval_data) if evaluate else {})}
-        if evaluate and self.method.corrects_labels:
-            lc, _ = label_correction(self.model, self.meta, self.eval_data)
-            row.update(lc)
+        row = {"epoch": self.epoch, "lr": lr, **row}
+        if evaluate and (self.epoch % cfg.eval_every == 0 or self.epoch >= cfg.epochs):
+            start = time.perf_counter()
+            row.update(evaluate_test(self.model, self.eval_data, on_eval))
+            if self.method.corrects_labels:
+                lc, self._lc_matrix = label_correction(self.model, self.meta, self.eval_data, on_eval)
+                self._lc_epoch = self.epoch
+                row.update(lc)
+            row["eval_time"] = time.perf_counter() - start
         row["epoch_time"] = epoch_time
         row["train_time"] = self.train_time
         self.history.append(row)
         return row
 
+    def _check_losses(self, row: dict[str, float]) -> None:
+        """Raise DivergedError on a non-finite training loss, or on one above ``blowup_factor`` times its
+        first-epoch value (a blow-up that has not reached inf yet)."""
+        bad = sorted(k for k, v in row.items() if not math.isfinite(v))
+        if bad:
+            raise DivergedError(f"training diverged at epoch {self.epoch + 1}: non-finite {', '.join(bad)} "
+                                f"(lower --main_lr or --meta_lr)")
+        first = self.history[0] if self.history else row
+        factor = self.config.blowup_factor
+        for key in LOSS_KEYS:
+            if factor and key in row and key in first and abs(first[key]) > 0 and row[key] > factor * abs(first[key]):
+                raise DivergedError(f"training blew up at epoch {self.epoch + 1}: {key} {row[key]:.4g} is over "
+                                    f"{factor:g}x its first-epoch value {first[key]:.4g} (lower --main_lr or "
+                                    f"--meta_lr; --blowup_factor sets the bound, 0 turns the check off)")
+
     def label_correction_matrix(self) -> np.ndarray | None:
-        """``[true, corrected]`` counts of the meta model on silver, now (None without true labels)."""
+        """``[true, corrected]`` counts of the meta model on silver, now (None without true labels); the
+        last evaluation's when it was of this epoch (no second pass)."""
         if not self.method.corrects_labels or self.data.silver_true is None:
             return None
-        return label_correction(self.model, self.meta, self.eval_data)[1].numpy()
+        if self._lc_epoch != self.epoch or self._lc_matrix is None:
+            self._lc_matrix = label_correction(self.model, self.meta, self.eval_data)[1]
+            self._lc_epoch = self.epoch
+        return self._lc_matrix.numpy()
 
     def summary(self) -> dict:
         evaluated = [r for r in self.history if "test_acc" in r]

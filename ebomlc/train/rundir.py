@@ -1,5 +1,6 @@
 """A run directory: ``config.json``, ``metrics.csv``, ``summary.json``, ``checkpoint.pt`` and, for
-meta methods, ``label_correction.csv`` (the K x K [true, corrected] matrix at the end).
+meta methods, ``label_correction.csv`` (the K x K [true, corrected] matrix at the end, with a header
+row and a first column of class names).
 
 Every file is written atomically after each epoch, so a crash leaves a resumable run.
 """
@@ -8,7 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -16,7 +19,7 @@ from ..config import TrainConfig
 from ..errors import EbomlcError
 from ..progress import Progress
 from .checkpoint import load_torch, save_json, save_text, save_torch
-from .loop import Trainer, resolve_device
+from .loop import DivergedError, Trainer, resolve_device
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -33,29 +36,83 @@ def metrics_csv(history: list[dict]) -> str:
     return buf.getvalue()
 
 
+#: Options a resumed run may change: they do not change what the run computes (``epochs`` extends it).
+RESUMABLE_CHANGES = ("epochs", "device", "threads", "runid")
+
+
 def check_run_dir(out: Path, resume: bool) -> None:
-    """Refuse to overwrite an existing run, or to resume one that has no checkpoint."""
+    """Refuse to overwrite an existing run, or to resume a directory that holds no run."""
     if resume:
-        if not (out / CHECKPOINT).is_file():
-            raise EbomlcError(f"cannot resume: {out / CHECKPOINT} does not exist (drop --resume to start afresh)")
+        if not (out / CHECKPOINT).is_file() and not (out / "config.json").is_file():
+            raise EbomlcError(f"cannot resume: {out} holds no run ({CHECKPOINT} and config.json are missing); "
+                              f"drop --resume to start afresh")
     elif out.exists() and any(out.iterdir()):
-        raise EbomlcError(f"run directory {out} already exists; pass --resume to continue it, "
+        hint = "" if (out / CHECKPOINT).is_file() else " (it has no checkpoint yet: --resume restarts it from epoch 1)"
+        raise EbomlcError(f"run directory {out} already exists; pass --resume to continue it{hint}, "
                           f"or choose another --out/--runid")
 
 
+def read_checkpoint(path: Path) -> dict:
+    """The trainer state saved at ``path``, or a one-line EbomlcError for a damaged or foreign file."""
+    try:
+        state = load_torch(path)
+    except Exception as exc:  # noqa: BLE001 - truncated, empty or foreign: one user problem
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise EbomlcError(f"{path} is damaged or incomplete ({reason}); the run directory is left as it was: "
+                          f"restore the file, or start afresh with another --out") from None
+    missing = [k for k in ("config", "epoch", "model") if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise EbomlcError(f"{path} is not an ebomlc checkpoint (no {', '.join(missing)}); start afresh with "
+                          f"another --out")
+    return state
+
+
+def saved_config(out: Path) -> tuple[TrainConfig, dict | None]:
+    """The run's saved configuration and its checkpoint state (None when killed before the first one)."""
+    if (out / CHECKPOINT).is_file():
+        state = read_checkpoint(out / CHECKPOINT)
+        return TrainConfig.from_dict(state["config"]), state
+    try:
+        saved = json.loads((out / "config.json").read_text())
+        saved.pop("data", None)
+        return TrainConfig.from_dict(saved), None
+    except (OSError, ValueError, EbomlcError) as exc:
+        raise EbomlcError(f"{out / 'config.json'} is unreadable ({exc}); start afresh with another --out") from None
+
+
+def refuse_changes(saved: TrainConfig, asked: TrainConfig, given: Iterable[str]) -> None:
+    """Raise unless every option in ``given`` has the same (resolved) value in ``asked`` as in ``saved``,
+    apart from :data:`RESUMABLE_CHANGES`."""
+    old, new = saved.resolved().to_dict(), asked.resolved().to_dict()
+    changed = [k for k in sorted(set(given) - set(RESUMABLE_CHANGES)) if k in old and old[k] != new.get(k)]
+    if changed:
+        diff = ", ".join(f"--{k} {old[k]!r} -> {new[k]!r}" for k in changed)
+        raise EbomlcError(f"--resume continues the run under its saved options, but these differ: {diff}; drop "
+                          f"them, or start a new run with another --out (only --epochs, --device and --threads "
+                          f"may change)")
+
+
 def train_run(config: TrainConfig, out: str | Path | None = None, resume: bool = False,
-              progress: bool = True, epochs: int | None = None) -> dict:
+              progress: bool = True, epochs: int | None = None, given: Iterable[str] = ()) -> dict:
     """Train ``config`` into run directory ``out`` (default ``runs/<runid>``); return the summary.
 
-    With ``resume`` the run continues from its checkpoint under its saved configuration
-    (``epochs`` may extend it). All input is validated and the data loaded before anything is written.
+    With ``resume`` the run continues from its checkpoint under its saved configuration (``epochs``
+    may extend it; a run killed before its first checkpoint restarts from epoch 1); the options named
+    in ``given`` must agree with the saved ones. All input is validated and the data loaded before
+    anything is written. A diverged run (NaN or blown-up loss) still writes ``summary.json`` (with
+    ``diverged``) before raising :class:`DivergedError`.
     """
+    started = time.perf_counter()
     out = Path(out) if out is not None else Path("runs") / config.runid
     check_run_dir(out, resume)
     state = None
     if resume:
-        state = load_torch(out / CHECKPOINT)
-        config = TrainConfig.from_dict(state["config"])
+        asked = config
+        config, state = saved_config(out)
+        refuse_changes(config, asked, given)
+        for key in ("device", "threads"):
+            if key in given:
+                setattr(config, key, getattr(asked, key))
     if epochs is not None:
         config.epochs = epochs
     config = config.resolved()
@@ -66,16 +123,28 @@ def train_run(config: TrainConfig, out: str | Path | None = None, resume: bool =
     save_json({**config.to_dict(), "data": trainer.data.summary()}, out / "config.json")
     bar = Progress(config.runid, config.epochs, enabled=progress)
     bar.note(describe_data(trainer))
-    while trainer.epoch < config.epochs:
-        row = trainer.run_epoch(on_step=lambda i, n: bar.step(trainer.epoch + 1, i, n))
-        save_text(metrics_csv(trainer.history), out / "metrics.csv")
-        save_torch(trainer.state_dict(), out / CHECKPOINT)
-        bar.epoch(row)
+    if resume:
+        bar.note(f"resuming at epoch {trainer.epoch + 1}" + ("" if state else " (no checkpoint yet: from the start)"))
+    try:
+        while trainer.epoch < config.epochs:
+            row = trainer.run_epoch(on_step=lambda i, n: bar.step(trainer.epoch + 1, i, n), on_eval=bar.evaluating)
+            save_text(metrics_csv(trainer.history), out / "metrics.csv")
+            save_torch(trainer.state_dict(), out / CHECKPOINT)
+            bar.epoch(row)
+    except DivergedError as exc:
+        save_json({**trainer.summary(), "diverged": str(exc), "wall_time": time.perf_counter() - started},
+                  out / "summary.json")
+        raise
     summary = trainer.summary()
     matrix = trainer.label_correction_matrix()
     if matrix is not None:
-        np.savetxt(out / "label_correction.csv", matrix, fmt="%d", delimiter=",")
+        k = len(matrix)
+        names = trainer.data.class_names or tuple(str(i) for i in range(k))
+        header = "true_label," + ",".join(names)
+        body = "\n".join(f"{names[i]}," + ",".join(str(int(v)) for v in row) for i, row in enumerate(matrix))
+        save_text(header + "\n" + body + "\n", out / "label_correction.csv")
         summary["label_correction_acc"] = float(np.trace(matrix) / matrix.sum())
+    summary["wall_time"] = time.perf_counter() - started
     save_json(summary, out / "summary.json")
     return summary
 
