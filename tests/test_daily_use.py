@@ -207,3 +207,14 @@ def test_label_correction_csv_has_a_header(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     counts = table.drop(columns="true_label").to_numpy()
     assert summary["label_correction_acc"] == pytest.approx(np.trace(counts) / counts.sum())
+
+
+def test_python_resume_follows_the_same_rules(tmp_path):
+    import ebomlc
+
+    out = tmp_path / "py"
+    ebomlc.train(method="ce", dataset="digits", epochs=1, max_steps_per_epoch=2, gold_fraction=0.05, device="cpu",
+                 out=out, progress=False)
+    assert ebomlc.train(out=out, resume=True, epochs=2, progress=False)["epochs"] == 2
+    with pytest.raises(ebomlc.EbomlcError, match="--main_lr 0.1 -> 0.5"):
+        ebomlc.train(out=out, resume=True, epochs=3, main_lr=0.5, progress=False)
