@@ -46,8 +46,10 @@ def add_study_command(sub) -> None:
     resume.set_defaults(func=_cmd_resume)
 
     status = cmds.add_parser("status", help="table of a study's trials: state, epoch, latest metric",
-                             description="One row per trial: Ray's state, the last reported epoch, the "
-                             "study's metric, the swept options, failures and the error of errored trials.")
+                             description="A header with the trials the study plans, those not created yet and an "
+                             "ETA, then one row per trial: its state (RUNNING, PENDING, TERMINATED, ERROR; "
+                             "INTERRUPTED when no driver runs it: `study resume` continues it), the last reported "
+                             "epoch, the study's metric, the swept options, failures and the error of errored trials.")
     status.add_argument("path", help="the study directory <storage>/<name> (or its URI)")
     status.set_defaults(func=_cmd_status)
 
@@ -82,9 +84,45 @@ def _cmd_status(a: argparse.Namespace) -> int:
     from .launch import study_status
 
     table = study_status(a.path)
-    print(format_table(table))
+    print(header_line(table))
+    if len(table):
+        print(format_table(table))
     print(summary_line(table))
+    interrupted = int((table["state"] == "INTERRUPTED").sum())
+    if interrupted or (table.attrs.get("not_created") and table.attrs.get("driver") is None):
+        print(f"no driver is running this study: {interrupted} trial(s) interrupted, "
+              f"{table.attrs.get('not_created', 0)} not created yet; continue them with: "
+              f"ebomlc study resume {table.attrs['path']}")
     return 0
+
+
+def header_line(table: pd.DataFrame) -> str:
+    """``study NAME: 12 trials planned, 5 created, 7 not created yet; driver running (pid 4242 on
+    node1); ETA 3m 20s``."""
+    attrs = table.attrs
+    planned = attrs.get("planned")
+    counts = (f"{planned} trials planned, " if planned is not None else "") + f"{len(table)} created"
+    if planned is not None:
+        counts += f", {attrs.get('not_created', 0)} not created yet"
+    driver = attrs.get("driver")
+    if driver:
+        return (f"study {attrs['study']}: {counts}; driver running (pid {driver.get('pid')} on {driver.get('host')}); "
+                f"ETA {format_eta(attrs.get('eta_s'))}")
+    if attrs.get("eta_s") == 0:
+        return f"study {attrs['study']}: {counts}; finished"
+    return f"study {attrs['study']}: {counts}; no driver running; ETA {format_eta(attrs.get('eta_s'))}"
+
+
+def format_eta(seconds: float | None) -> str:
+    """``unknown``, ``0s``, ``45s``, ``3m 20s``, ``2h 05m``."""
+    if seconds is None or seconds != seconds:
+        return "unknown"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
 
 
 def format_table(table: pd.DataFrame) -> str:
@@ -99,7 +137,7 @@ def _number(value) -> str:
 
 def summary_line(table: pd.DataFrame) -> str:
     counts = table["state"].value_counts()
-    parts = ", ".join(f"{n} {state.lower()}" for state, n in counts.items())
+    parts = ", ".join(f"{n} {state.lower()}" for state, n in counts.items()) or "none created yet"
     return f"study {table.attrs['study']}: {len(table)} trials ({parts}) in {table.attrs['path']}"
 
 
@@ -112,7 +150,7 @@ def _finish(path) -> int:
     errored = table[table["state"] == "ERROR"]
     for row in errored.itertuples():
         print(f"  errored: {row.trial}: {row.error}", file=sys.stderr)
-    if (~table["state"].isin(["TERMINATED", "ERROR"])).any():
+    if (~table["state"].isin(["TERMINATED", "ERROR"])).any() or table.attrs.get("not_created"):
         return _interrupted(path)
     if len(errored):
         print(f"ebomlc: {len(errored)} trial(s) errored; retry them with: "

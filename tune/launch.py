@@ -4,23 +4,28 @@ A study is a standard Ray Tune experiment directory ``<storage>/<name>/``: Tune'
 (``tuner.pkl``, ``experiment_state-*.json``), the spec as ``study.yaml``, and one directory per
 trial with ``params.json`` (its training options), ``result.json`` (one line per epoch) and
 checkpoints. Without an address a private local Ray instance is started; ``address="auto"``
-joins a running cluster (``ray up cluster.yaml``).
+joins a running cluster (``ray up cluster.yaml``). While a driver runs it keeps a heartbeat file
+in the study directory (``study_status`` tells running trials from interrupted ones by it), and
+the spec's ``tracking`` trackers (MLflow, W&B) receive every trial's config and epochs.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
+import importlib.util
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from ebomlc.errors import EbomlcError
+from ebomlc.errors import ConfigError, EbomlcError
 
 from . import storage as store
-from .spec import StudySpec, check_name, load_spec
-from .status import has_study, read_study_spec, require_study, study_status
-from .storage import SPEC_FILE
+from .spec import StudySpec, check_name, load_spec, tracking_uri
+from .status import HEARTBEAT_S, has_study, heartbeat_text, read_study_spec, require_study, running_driver, study_status
+from .storage import HEARTBEAT_FILE, SPEC_FILE
 
 __all__ = ["run_study", "resume_study", "study_status", "study_location"]
 
@@ -37,6 +42,7 @@ def run_study(spec: str | Path | Mapping[str, Any], storage: str | None = None, 
     study = load_spec(spec)
     if name is not None:
         study = dataclasses.replace(study, name=check_name(name, "--name"))
+    study = resolve_tracking(study, Path.cwd())  # saved resolved: a resume elsewhere logs to the same store
     location = study_location(storage, study.name)
     if has_study(location):
         raise EbomlcError(f"study {location} already exists; continue it with `ebomlc study resume {location}` "
@@ -45,9 +51,10 @@ def run_study(spec: str | Path | Mapping[str, Any], storage: str | None = None, 
     from .search import search_setup
 
     setup = search_setup(study, data_root=Path.cwd())
+    callbacks = tracking_callbacks(study)
     if address is None:
         _check_data(setup.known_configs)
-    with _ray(address), _tune_env():
+    with _ray(address), _tune_env(_tracking_env(study)):
         from ray import tune as ray_tune
 
         store.write_text(store.join(location, SPEC_FILE), study.to_yaml())
@@ -59,10 +66,11 @@ def run_study(spec: str | Path | Mapping[str, Any], storage: str | None = None, 
                 trial_dirname_creator=TrialDirName(tuple(study.swept_keys()))),
             run_config=ray_tune.RunConfig(
                 name=study.name, storage_path=location.rsplit("/", 1)[0], verbose=1 if progress else 0,
-                progress_reporter=_reporter(study) if progress else None,
+                progress_reporter=_reporter(study) if progress else None, callbacks=callbacks or None,
                 checkpoint_config=ray_tune.CheckpointConfig(num_to_keep=study.checkpoint_keep),
                 failure_config=ray_tune.FailureConfig(max_failures=study.max_failures)))
-        tuner.fit()
+        with _heartbeat(location):
+            tuner.fit()
     return store.as_path(location)
 
 
@@ -74,12 +82,18 @@ def resume_study(path: str | Path, retry_errored: bool = False, address: str | N
     study = read_study_spec(location)
     if study is None:
         raise EbomlcError(f"{location} has no {SPEC_FILE}; it was not started by `ebomlc study run`")
-    with _ray(address), _tune_env():
+    driver = running_driver(location)
+    if driver is not None:
+        raise EbomlcError(f"study {location} is running (driver pid {driver.get('pid')} on {driver.get('host')}, "
+                          f"seen {driver['age_s']:.0f}s ago); watch it with `ebomlc study status {location}`")
+    tracking_callbacks(study)  # the trackers' packages, checked before Ray starts (Tune restores the callbacks)
+    with _ray(address), _tune_env(_tracking_env(study)):
         from ray import tune as ray_tune
 
         tuner = ray_tune.Tuner.restore(location, trainable=_trainable(study), resume_unfinished=True,
                                        resume_errored=retry_errored, restart_errored=False)
-        tuner.fit()
+        with _heartbeat(location):
+            tuner.fit()
     return store.as_path(location)
 
 
@@ -102,6 +116,83 @@ class TrialDirName:
 
 def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@contextlib.contextmanager
+def _heartbeat(location: str, every: float = HEARTBEAT_S) -> Iterator[None]:
+    """Keep ``<location>/.driver-heartbeat`` fresh (every ``every`` seconds, from a thread) while
+    the driver runs the study, and remove it at the end; a killed driver leaves a stale one."""
+    file = store.join(location, HEARTBEAT_FILE)
+    store.write_text(file, heartbeat_text(every))
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            try:
+                store.write_text(file, heartbeat_text(every))
+            except EbomlcError:  # storage briefly unreachable: the next beat tries again
+                pass
+
+    thread = threading.Thread(target=beat, name="ebomlc-study-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        with contextlib.suppress(EbomlcError):
+            store.remove(file)
+
+
+# ---------------------------------------------------------------------------------------- tracking
+#: tracker -> (module to import, its name, what to install)
+_TRACKER_PACKAGES = {"mlflow": ("mlflow", "MLflow", 'pip install "ebomlc[tracking]" (or mlflow-skinny)'),
+                     "wandb": ("wandb", "W&B", "pip install wandb")}
+
+
+def resolve_tracking(study: StudySpec, root: Path) -> StudySpec:
+    """``study`` with a relative MLflow ``tracking_uri`` made absolute below ``root``."""
+    mlflow = study.tracking.get("mlflow")
+    if not mlflow or mlflow.get("tracking_uri") is None:
+        return study
+    resolved = {**mlflow, "tracking_uri": tracking_uri(mlflow["tracking_uri"], root)}
+    return dataclasses.replace(study, tracking={**study.tracking, "mlflow": resolved})
+
+
+def tracking_callbacks(study: StudySpec) -> list:
+    """Ray's logger callbacks for the spec's ``tracking`` (``MLflowLoggerCallback``,
+    ``WandbLoggerCallback``): one run per trial, with its config and every epoch's metrics. A
+    tracker whose package is missing is one ``ConfigError`` line saying what to install."""
+    callbacks = []
+    for tracker, settings in study.tracking.items():
+        module, label, install = _TRACKER_PACKAGES[tracker]
+        try:
+            if importlib.util.find_spec(module) is None:
+                raise ImportError(f"No module named {module!r}")
+            importlib.import_module(module)
+            integration = importlib.import_module(f"ray.air.integrations.{tracker}")
+        except ImportError as exc:
+            raise ConfigError(f"tracking.{tracker}: {label} is not installed or does not import "
+                              f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); {install}") from None
+        if tracker == "mlflow":
+            callbacks.append(integration.MLflowLoggerCallback(
+                tracking_uri=settings.get("tracking_uri"), experiment_name=settings.get("experiment_name", study.name),
+                tags={str(k): str(v) for k, v in (settings.get("tags") or {}).items()},
+                save_artifact=bool(settings.get("save_artifact", False))))
+        else:
+            extra = {k: settings[k] for k in ("entity", "tags", "mode") if k in settings}
+            callbacks.append(integration.WandbLoggerCallback(
+                project=settings["project"], group=settings.get("group", study.name), **extra))
+    return callbacks
+
+
+def _tracking_env(study: StudySpec) -> dict[str, str]:
+    """MLflow 3 refuses a directory (``file://``) store unless ``MLFLOW_ALLOW_FILE_STORE`` is set:
+    a spec that names one opts in (unless the variable is set already)."""
+    uri = (study.tracking.get("mlflow") or {}).get("tracking_uri") or ""
+    if uri.startswith("file:") and "MLFLOW_ALLOW_FILE_STORE" not in os.environ:
+        return {"MLFLOW_ALLOW_FILE_STORE": "true"}
+    return {}
 
 
 def _trainable(study: StudySpec):
@@ -157,9 +248,10 @@ TUNE_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOIN
 
 
 @contextlib.contextmanager
-def _tune_env() -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in TUNE_ENV}
-    os.environ.update(TUNE_ENV)
+def _tune_env(extra: Mapping[str, str] | None = None) -> Iterator[None]:
+    env = {**TUNE_ENV, **(extra or {})}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
     try:
         yield
     finally:

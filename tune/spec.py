@@ -35,9 +35,15 @@ LABEL_CORRECTION_METRICS = ("lc_acc", "lc_acc_clean", "lc_acc_corrupted")
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 SEARCH_ALGORITHMS = ("optuna", "random")
 TOP_KEYS = ("name", "description", "dataset", "data_dir", "methods", "options", "cases", "grid", "search",
-            "metric", "mode", "resources", "max_concurrent", "checkpoint", "max_failures")
+            "metric", "mode", "resources", "max_concurrent", "checkpoint", "max_failures", "tracking")
 SEARCH_KEYS = ("algorithm", "num_samples", "space", "scheduler", "seed")
 ASHA_KEYS = ("type", "grace_period", "reduction_factor", "brackets")
+#: ``tracking:``: experiment trackers every trial logs to, each with the keys it takes (docs/tracking.md).
+TRACKERS: dict[str, tuple[str, ...]] = {
+    "mlflow": ("tracking_uri", "experiment_name", "tags", "save_artifact"),
+    "wandb": ("project", "entity", "group", "tags", "mode"),
+}
+WANDB_MODES = ("online", "offline", "disabled")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -71,10 +77,33 @@ class StudySpec:
     checkpoint_keep: int | None = 2
     max_failures: int = 2
     description: str = ""
+    tracking: dict[str, dict[str, Any]] = field(default_factory=dict)  # {"mlflow": {...}, "wandb": {...}}
 
     @property
     def epochs(self) -> int:
         return int(self.options.get("epochs", TrainConfig.epochs))
+
+    def planned_epochs(self) -> list[int]:
+        """The ``epochs`` of every trial the study plans, in the order Tune creates them (grid: the
+        order of ``trial_configs``; search: ``num_samples`` times the shared ``epochs``). Nothing is
+        resolved, so this works on a saved ``study.yaml`` read anywhere."""
+        if self.search is not None:
+            return [self.epochs] * self.search.num_samples
+        keys = list(self.grid)
+        epochs = []
+        for method in self.methods:
+            for case in self.cases or ({},):
+                if case.get("method", method) != method:
+                    continue
+                for values in itertools.product(*(self.grid[k] for k in keys)):
+                    point = {**self.options, **case, **dict(zip(keys, values))}
+                    epochs.append(int(point.get("epochs", TrainConfig.epochs)))
+        return epochs
+
+    @property
+    def num_trials(self) -> int:
+        """How many trials the study runs (grid: methods x cases x grid; search: ``num_samples``)."""
+        return len(self.planned_epochs())
 
     def swept_keys(self) -> list[str]:
         """Options that differ between trials: ``method`` (if several), case, grid and search keys."""
@@ -134,6 +163,8 @@ class StudySpec:
                    max_concurrent=self.max_concurrent,
                    checkpoint={"every": self.checkpoint_every, "keep": self.checkpoint_keep},
                    max_failures=self.max_failures)
+        if self.tracking:
+            out["tracking"] = {k: dict(v) for k, v in self.tracking.items()}
         return out
 
     def to_yaml(self) -> str:
@@ -155,17 +186,32 @@ def load_spec(spec: str | Path | Mapping[str, Any], check_trials: bool = True) -
         path = Path(spec)
         where, default_name = path.name, path.stem
         try:
-            raw = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read study spec {path}: {exc.strerror or exc}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{where}: not valid YAML: {str(exc).splitlines()[0]}") from None
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read study spec {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        raw = parse_yaml(text, str(path))
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: a study spec is a mapping of keys (name, methods, grid, ...)")
     try:
         return _parse(raw, default_name, check_trials)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load(text)``; a syntax error is one ``ConfigError`` line that says where:
+    ``bad.yaml:4:7: not valid YAML: mapping values are not allowed here`` (line and column from 1)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "syntax error"
+        if exc.context and exc.problem and exc.context_mark and exc.context_mark.line != getattr(mark, "line", None):
+            problem += f" ({exc.context} at line {exc.context_mark.line + 1})"  # e.g. the unclosed bracket
+        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark is not None else where
+        raise ConfigError(f"{at}: not valid YAML: {problem}") from None
+    except yaml.YAMLError as exc:  # a reader error: a character YAML does not allow
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(exc).split())}") from None
 
 
 def _parse(raw: dict[str, Any], default_name: str | None, check_trials: bool = True) -> StudySpec:
@@ -235,11 +281,12 @@ def _parse(raw: dict[str, Any], default_name: str | None, check_trials: bool = T
     keep = checkpoint.get("keep", 2)
     keep = None if keep is None else _integer("checkpoint.keep", keep, low=1)
     max_failures = _integer("max_failures", raw.get("max_failures", 2), low=-1)
+    tracking = _tracking(raw.get("tracking"))
 
     spec = StudySpec(name=name, methods=methods, options=options, cases=cases, grid=grid, search=search,
                      metric=metric, mode=mode, cpu=cpu, gpu=gpu, max_concurrent=max_concurrent,
                      checkpoint_every=every, checkpoint_keep=keep, max_failures=max_failures,
-                     description=description)
+                     description=description, tracking=tracking)
     if not check_trials:
         return spec
     if search is None:
@@ -305,6 +352,52 @@ def _search(raw: Any, epochs: Any) -> SearchSpec:
                                                  scheduler.get("reduction_factor", 3), low=1, low_open=True),
                      "brackets": _integer("search.scheduler.brackets", scheduler.get("brackets", 1), low=1)}
     return SearchSpec(num_samples=num_samples, space=space, algorithm=algorithm, scheduler=scheduler, seed=seed)
+
+
+def _tracking(raw: Any) -> dict[str, dict[str, Any]]:
+    """``tracking: {mlflow: {...}, wandb: {...}}``: each tracker's keys checked (not its package:
+    a saved ``study.yaml`` must read back where the tracker is not installed)."""
+    trackers = _mapping("tracking", raw)
+    _known_keys("tracking.", trackers, tuple(TRACKERS))
+    out = {}
+    for tracker, settings in trackers.items():
+        where = f"tracking.{tracker}"
+        settings = _mapping(where, settings)  # `mlflow:` alone: every default
+        _known_keys(f"{where}.", settings, TRACKERS[tracker])
+        for key, value in settings.items():
+            if key == "tags":
+                if tracker == "wandb":
+                    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+                        raise ConfigError(f"{where}.tags: must be a list of text, e.g. [baseline, digits]")
+                elif not isinstance(value, dict) or not all(isinstance(v, (str, int, float, bool))
+                                                            for v in value.values()):
+                    raise ConfigError(f"{where}.tags: must be a mapping of names to values, e.g. {{team: nlp}}")
+            elif key == "save_artifact":
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{where}.save_artifact: must be true or false, got {value!r}")
+            elif not isinstance(value, str) or not value:
+                raise ConfigError(f"{where}.{key}: must be text, got {value!r}")
+        if tracker == "wandb":
+            if "project" not in settings:
+                raise ConfigError(f"{where}.project: the W&B project to log to is required")
+            if settings.get("mode", "online") not in WANDB_MODES:
+                raise ConfigError(f"{where}.mode: must be one of {', '.join(WANDB_MODES)}, got {settings['mode']!r}")
+        out[tracker] = settings
+    return out
+
+
+def tracking_uri(uri: str | None, root: Path | None) -> str | None:
+    """An MLflow ``tracking_uri`` resolved like ``data_dir``: a relative path (or ``sqlite:///``
+    file) becomes absolute below ``root``, a path becomes a ``file://`` URI; other URIs
+    (``http://``, ``databricks``, ``file:///abs``) and None (MLflow's default) are unchanged."""
+    if uri is None or root is None or uri == "databricks" or uri.startswith("databricks:"):
+        return uri
+    if uri.startswith("sqlite:///"):
+        file = uri[len("sqlite:///"):]
+        return uri if file.startswith("/") or file == ":memory:" else "sqlite:///" + str((root / file).resolve())
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", uri):
+        return uri
+    return (root / Path(uri).expanduser()).resolve().as_uri()
 
 
 def _distribution(where: str, key: str, dist: Any) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from ebomlc.errors import EbomlcError
 
 DEFAULT_STORAGE = "runs/studies"
 SPEC_FILE = "study.yaml"
+#: The running driver's heartbeat in the study directory (not ``*.json``: Tune copies those back on resume).
+HEARTBEAT_FILE = ".driver-heartbeat"
 
 
 def is_uri(location: str | Path) -> bool:
@@ -49,6 +51,49 @@ def read_text(location: str) -> str:
         fs, path = _fs(location)
         with fs.open_input_stream(path) as f:
             return f.read().decode()
+
+
+def read_text_if_exists(location: str) -> str | None:
+    """The text of ``location``, or None where there is no such file (or it vanished meanwhile)."""
+    try:
+        with _access(location):
+            if not is_uri(location):
+                return Path(location).read_text(errors="replace")
+            fs, path = _fs(location)
+            with fs.open_input_stream(path) as f:
+                return f.read().decode(errors="replace")
+    except EbomlcError:
+        if not exists(location):
+            return None
+        raise
+
+
+def listdir(location: str) -> dict[str, bool]:
+    """The entries of directory ``location``: name -> whether it is a directory ({} if missing)."""
+    with _access(location):
+        if not is_uri(location):
+            folder = Path(location)
+            if not folder.is_dir():
+                return {}
+            return {entry.name: entry.is_dir() for entry in os.scandir(folder)}
+        import pyarrow.fs
+
+        fs, path = _fs(location)
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+        return {info.base_name: info.type == pyarrow.fs.FileType.Directory for info in infos}
+
+
+def remove(location: str) -> None:
+    """Delete the file ``location`` if it is there."""
+    with _access(location):
+        if not is_uri(location):
+            Path(location).unlink(missing_ok=True)
+            return
+        import pyarrow.fs
+
+        fs, path = _fs(location)
+        if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+            fs.delete_file(path)
 
 
 def write_text(location: str, text: str) -> None:

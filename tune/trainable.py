@@ -38,8 +38,12 @@ def _noisy_data(device: str, key: tuple) -> NoisyData:
     return load_data(TrainConfig(**dict(zip(DATA_FIELDS, key))), torch.device(device))
 
 
-def train_trial(config: dict[str, Any], checkpoint_every: int = 1) -> None:
-    """Run one trial: ``config`` holds TrainConfig options (a flat dict, Ray's ``params.json``)."""
+def train_trial(config: dict[str, Any], checkpoint_every: int = 1, record: tuple[str, ...] = ()) -> None:
+    """Run one trial: ``config`` holds TrainConfig options (a flat dict, Ray's ``params.json``).
+
+    A trial restored from a checkpoint trains on under ``config``, which PBT may have mutated since the
+    checkpoint was written (the donor's options in the checkpoint are not used); ``record`` names options
+    whose values in force each epoch reports as ``current_<name>``."""
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # a line per checkpoint
     cfg = TrainConfig.from_dict(config).resolved()
     device = resolve_device(cfg.device)
@@ -53,7 +57,7 @@ def train_trial(config: dict[str, Any], checkpoint_every: int = 1) -> None:
     while trainer.epoch < cfg.epochs:
         # DivergedError: Tune records the trial as errored. Epochs between evaluations (eval_every)
         # report NaN test metrics: Tune wants the study's metric in every result.
-        row = {**unevaluated, **trainer.run_epoch()}
+        row = {**unevaluated, **trainer.values_in_force(record), **trainer.run_epoch()}
         last = trainer.epoch == cfg.epochs
         if last:
             matrix = trainer.label_correction_matrix()

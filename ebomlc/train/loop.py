@@ -155,6 +155,8 @@ class Trainer:
         if self.meta is not None:
             self.meta.load_state_dict(state["meta"])
             self.meta_opt.load_state_dict(state["meta_opt"])
+            for group in self.meta_opt.param_groups:  # this config's meta_lr, not the saved one (PBT mutates it)
+                group["lr"] = self.config.meta_lr
         self.ctx.state = {k: v.to(self.device) if torch.is_tensor(v) else v
                           for k, v in state.get("method_state", {}).items()}
         self.generator.set_state(state["generator"])
@@ -164,6 +166,17 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.epoch, self.train_time = int(state["epoch"]), float(state["train_time"])
         self.history = list(state["history"])
+
+    def values_in_force(self, names: tuple[str, ...]) -> dict[str, float]:
+        """``current_<name>``: the value of each option the next step reads (``meta_lr`` from the
+        optimizer itself), recorded per epoch by schedules such as PBT."""
+        out = {}
+        for name in names:
+            value = getattr(self.config, name)
+            if name == "meta_lr" and self.meta_opt is not None:
+                value = self.meta_opt.param_groups[0]["lr"]
+            out[f"current_{name}"] = value
+        return out
 
     # ------------------------------------------------------------------ epochs
     @property
