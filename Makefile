@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo variants clean
+.PHONY: setup test demo variants pbt clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,15 @@ variants: $(STAMP)
 	$(PY) -m ebomlc study run tune/studies/variants_digits.yaml
 	$(PY) -m ebomlc analyze runs/studies/variants_digits
 	@echo "study in runs/studies/variants_digits; tables and plots in runs/studies/variants_digits/analysis"
+
+# Population based training of rho, xi, delta, meta_lr on digits and its fixed twin on the same budget
+# (docs/pbt.md); 8 + 8 trials of 30 epochs, ~8 min on 2 cores.
+pbt: $(STAMP)
+	rm -rf runs/studies/pbt_digits runs/studies/pbt_digits_fixed
+	$(PY) -m ebomlc study run tune/studies/pbt_digits.yaml
+	$(PY) -m ebomlc study run tune/studies/pbt_digits_fixed.yaml
+	$(PY) -m ebomlc analyze runs/studies/pbt_digits --compare runs/studies/pbt_digits_fixed
+	@echo "comparison in runs/studies/pbt_digits/analysis/rank_table.md; schedules in schedule_*.png"
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

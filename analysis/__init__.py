@@ -14,6 +14,7 @@ import importlib
 _EXPORTS = {
     "load_study": "load", "save_parquet": "load", "setting_label": "load",
     "plot_ablation": "plots", "plot_curves": "plots", "plot_label_correction": "plots", "plot_time": "plots",
+    "plot_schedule": "plots", "scheduled_params": "results",
     "analyze": "report", "final_results": "results", "missing_cells": "results", "swept_params": "results",
     "rank_table": "tables", "to_latex": "tables", "to_markdown": "tables",
 }

@@ -17,7 +17,7 @@ from matplotlib.ticker import MaxNLocator
 from ebomlc.errors import EbomlcError
 
 from .load import setting_order
-from .results import (by_dataset, class_names, final_results, format_value, method_labels, method_name, one_dataset, param_column,
+from .results import (by_dataset, class_names, scheduled_params, final_results, format_value, method_labels, method_name, one_dataset, param_column,
                       param_name, settings, swept_params, value_key)
 
 ACC_LABEL = "final test accuracy (%)"
@@ -292,4 +292,44 @@ def plot_time(final: pd.DataFrame, path: str | Path, also: Sequence[str] = ()) -
         ax.grid(alpha=0.3, axis="y")
         if stats["mean"].isna().all():
             _no_data(ax, "no epochs reported")
+    return _save(fig, path, also)
+
+
+def plot_schedule(df: pd.DataFrame, param: str, path: str | Path, final: pd.DataFrame | None = None,
+                  also: Sequence[str] = ()) -> Figure:
+    """The value of ``param`` in force at each epoch (``current_<param>``) of every trial of a population
+    (thin grey lines) and of the best trial (by final test accuracy, bold), with the best trial's test
+    accuracy on a second axis."""
+    column = f"current_{param}"
+    if column not in df.columns:
+        raise EbomlcError(f"no per-epoch values of {param} in this study (recorded only for options a "
+                          f"population schedule mutates; recorded: {', '.join(scheduled_params(df)) or 'none'})")
+    final = final_results(df) if final is None else final
+    best = final.loc[final["final_test_acc"].idxmax(), "trial_dir"] if final["final_test_acc"].notna().any() else None
+    fig = Figure(figsize=(6.4, 3.8), layout="constrained")
+    ax = fig.subplots()
+    rows = df[df["epoch"].notna() & df[column].notna()]
+    for trial, part in rows.groupby("trial_dir", sort=False):
+        part = part.sort_values("epoch")
+        if trial != best:
+            ax.step(part["epoch"], part[column], where="post", color="0.6", linewidth=0.8, alpha=0.8)
+    if best is not None:
+        part = rows[rows["trial_dir"] == best].sort_values("epoch")
+        ax.step(part["epoch"], part[column], where="post", color="C0", linewidth=2.2,
+                label=f"best trial ({final.loc[final['trial_dir'] == best, 'final_test_acc'].iloc[0] * 100:.2f}%)")
+        acc = ax.twinx()
+        acc.plot(part["epoch"], part["test_acc"] * 100, color="C1", linewidth=1.2, linestyle="--",
+                 label="best trial's test accuracy")
+        acc.set_ylabel("test accuracy (%)")
+        fig.legend(loc="outside lower center", ncol=3, fontsize=8,
+                   handles=[*ax.get_legend_handles_labels()[0], *acc.get_legend_handles_labels()[0],
+                            ax.plot([], [], color="0.6", linewidth=0.8)[0]],
+                   labels=[*ax.get_legend_handles_labels()[1], *acc.get_legend_handles_labels()[1], "population"])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{param_name(param)} in force")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if param == "meta_lr":
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{param_name(param)} over training: the population's schedules", fontsize=10)
     return _save(fig, path, also)

@@ -10,8 +10,9 @@ import pandas as pd
 from ebomlc.errors import EbomlcError
 
 from .load import STATUSES, load_study, save_parquet
-from .plots import plot_ablation, plot_curves, plot_label_correction, plot_time
-from .results import by_dataset, class_names, datasets, final_results, missing_cells, param_name, settings, swept_params
+from .plots import plot_ablation, plot_curves, plot_label_correction, plot_schedule, plot_time
+from .results import (by_dataset, class_names, datasets, final_results, format_value, missing_cells, param_name,
+                      scheduled_params, settings, swept_params)
 from .tables import rank_table, to_latex, to_markdown
 
 MAX_ECHOED_MISSING = 20
@@ -69,11 +70,51 @@ def _output_dir(out: Path) -> Path:
     return out
 
 
+def population_lines(df: pd.DataFrame, final: pd.DataFrame, fixed: pd.DataFrame | None = None,
+                     fixed_name: str | None = None) -> list[str]:
+    """Markdown on a population-based (PBT) study: its best trial and its schedule, the population's
+    mean, and with ``fixed`` (the final results of a study of fixed settings on the same budget) each
+    fixed setting's mean over its trials, best first."""
+    params = scheduled_params(df)
+    done = final[final["finished"] & final["final_test_acc"].notna()]
+    if not params or done.empty:
+        return []
+    best = done.loc[done["final_test_acc"].idxmax()]
+    rows = df[(df["trial_dir"] == best["trial_dir"]) & df["epoch"].notna()].sort_values("epoch")
+    acc = done["final_test_acc"] * 100
+    lines = ["", "## Population based training", "",
+             f"Population of {len(final)} trials; the options {', '.join(param_name(p) for p in params)} changed "
+             f"during training. Final test accuracy: best trial **{best['final_test_acc'] * 100:.2f}%**, population "
+             f"{acc.mean():.2f} ± {acc.std(ddof=1) if len(acc) > 1 else 0.0:.2f}% (mean ± std over {len(acc)} "
+             f"finished trials).", "", "The best trial's schedule (value in force at each epoch):", ""]
+    for p in params:
+        values = [f"{float(v):.3g}" for v in rows[f"current_{p}"]]
+        lines.append(f"- {param_name(p)}: " + " → ".join(f"{v} (ep {int(e)})" for v, e, prev in
+                                                         zip(values, rows["epoch"], [None, *values]) if v != prev))
+    if fixed is not None:
+        done_fixed = fixed[fixed["finished"] & fixed["final_test_acc"].notna()]
+        stats = done_fixed.groupby("method_label", sort=False)["final_test_acc"].agg(["mean", "std", "count"])
+        stats = stats.sort_values("mean", ascending=False)
+        epochs = int(pd.to_numeric(done_fixed["epochs"]).max()) if "epochs" in done_fixed and len(done_fixed) else 0
+        lines += ["", f"Fixed settings of the same budget (study `{fixed_name}`: {len(fixed)} trials of {epochs} "
+                      f"epochs), final test accuracy, mean ± std over their trials, best first:", "",
+                  "| Setting | Final test acc. (%) | Trials |", "| :-- | --: | --: |"]
+        lines += [f"| {label} | {r['mean'] * 100:.2f} ± {0.0 if pd.isna(r['std']) else r['std'] * 100:.2f} | "
+                  f"{int(r['count'])} |" for label, r in stats.iterrows()]
+        if len(stats):
+            gap = best["final_test_acc"] - stats["mean"].iloc[0]
+            lines += ["", f"PBT's best trial minus the best fixed setting's mean: {gap * 100:+.2f} points "
+                          f"(both picked by final test accuracy)."]
+    return lines
+
+
 def analyze(path: str | Path, out: str | Path | None = None,
-            echo: Callable[[str], None] | None = None) -> list[Path]:
+            echo: Callable[[str], None] | None = None, compare: str | Path | None = None) -> list[Path]:
     """Write the rank tables, plots, ``missing.txt`` and ``results.parquet`` of the study at ``path``
     into ``out`` (default ``<path>/analysis``); return the written files. ``echo`` receives progress
-    lines (status of the trials, missing cells). Partial studies are fine: missing cells are listed."""
+    lines (status of the trials, missing cells). Partial studies are fine: missing cells are listed.
+    A population-based study's rank table gains a section on its schedules, compared with the fixed
+    settings of the study at ``compare`` when given."""
     say = echo or (lambda _line: None)
     path = Path(path)
     out = Path(out) if out is not None else path / "analysis"
@@ -86,6 +127,10 @@ def analyze(path: str | Path, out: str | Path | None = None,
     final.drop(columns=["lc_matrix", "class_names"], errors="ignore").to_csv(out / "final_results.csv", index=False)
     written.append(out / "final_results.csv")
 
+    fixed, compare_name = None, None
+    if compare is not None:
+        fixed = final_results(load_study(compare))
+        compare_name = fixed.attrs.get("study", {}).get("name") or Path(compare).name
     several = len(datasets(final)) > 1
     lines: list[str] = []  # of missing.txt
     for name, part in by_dataset(final):
@@ -93,7 +138,8 @@ def analyze(path: str | Path, out: str | Path | None = None,
         table, missing = rank_table(part, name), missing_cells(part, name)
         lines += _missing_text(missing)
         doc = out / f"rank_table{tag}.md"
-        doc.write_text(table_document(part, name, table, missing, study))
+        extra = population_lines(df[df["trial_dir"].isin(part["trial_dir"])], part, fixed, compare_name)
+        doc.write_text(table_document(part, name, table, missing, study) + "".join(f"{line}\n" for line in extra))
         tex = out / f"rank_table{tag}.tex"
         tex.write_text(to_latex(table))
         written += [doc, tex]
@@ -108,6 +154,9 @@ def analyze(path: str | Path, out: str | Path | None = None,
         for key, setting in dict.fromkeys(zip(with_matrix["method_key"], with_matrix["setting"])):
             written.append(out / f"label_correction{tag}_{key}_{_slug(setting)}.png")
             plot_label_correction(part, key, setting, written[-1], name)
+    for param in scheduled_params(df):
+        written.append(out / f"schedule_{_slug(param)}.png")
+        plot_schedule(df, param, written[-1], final)
     written.append(out / "time.png")
     plot_time(final, written[-1])
 

@@ -78,9 +78,17 @@ def config_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in columns if c in df.columns]
 
 
+def scheduled_params(df: pd.DataFrame) -> list[str]:
+    """Options whose per-epoch values a study recorded (``current_<name>``): a population schedule (PBT)
+    changed them during training, so a trial's final options do not label it."""
+    return [c[len("current_"):] for c in df.columns if c.startswith("current_") and df[c].notna().any()]
+
+
 def swept_params(df: pd.DataFrame) -> dict[str, list[str]]:
-    """``{method: [hyperparameters taking more than one value across its trials]}`` (seed, noise excluded)."""
-    candidates = [c for c in config_columns(df) if c not in NOT_HYPERPARAMS]
+    """``{method: [hyperparameters taking more than one value across its trials]}`` (seed, noise and
+    options a population schedule changes during training excluded)."""
+    scheduled = set(scheduled_params(df)) | set(df.attrs.get("scheduled", ()))
+    candidates = [c for c in config_columns(df) if c not in NOT_HYPERPARAMS and c not in scheduled]
     candidates.sort(key=lambda c: (PARAM_ORDER.index(c) if c in PARAM_ORDER else len(PARAM_ORDER)))
     swept: dict[str, list[str]] = {}
     for method, group in df.groupby("method", sort=False):
@@ -139,11 +147,12 @@ def final_results(df: pd.DataFrame) -> pd.DataFrame:
         records.append(record)
     final = pd.DataFrame.from_records(records)
     final["finished"] = final["finished"].astype(bool)
+    final.attrs["scheduled"] = scheduled_params(df)
     swept = swept_params(final)
     labels = [_method_label(row, swept.get(str(row["method"]), [])) for _, row in final.iterrows()]
     final["method_label"] = [label for label, _ in labels]
     final["method_key"] = [key for _, key in labels]
-    final.attrs = {**df.attrs, "swept": swept}
+    final.attrs = {**df.attrs, "swept": swept, "scheduled": scheduled_params(df)}
     return sort_final(final)
 
 

@@ -62,7 +62,8 @@ def run_study(spec: str | Path | Mapping[str, Any], storage: str | None = None, 
             _trainable(study), param_space=setup.param_space,
             tune_config=ray_tune.TuneConfig(
                 metric=study.metric, mode=study.mode, search_alg=setup.search_alg, scheduler=setup.scheduler,
-                num_samples=setup.num_samples, max_concurrent_trials=study.max_concurrent, reuse_actors=True,
+                num_samples=setup.num_samples, max_concurrent_trials=study.max_concurrent,
+                reuse_actors=study.schedule is None,  # PBT: a fresh actor per restore keeps result.json whole
                 trial_dirname_creator=TrialDirName(tuple(study.swept_keys()))),
             run_config=ray_tune.RunConfig(
                 name=study.name, storage_path=location.rsplit("/", 1)[0], verbose=1 if progress else 0,
@@ -200,7 +201,8 @@ def _trainable(study: StudySpec):
 
     from .trainable import train_trial
 
-    trainable = ray_tune.with_parameters(train_trial, checkpoint_every=study.checkpoint_every)
+    trainable = ray_tune.with_parameters(train_trial, checkpoint_every=study.checkpoint_every,
+                                         record=study.mutated_keys)
     return ray_tune.with_resources(trainable, {"cpu": study.cpu, "gpu": study.gpu})
 
 

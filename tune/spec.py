@@ -35,9 +35,14 @@ LABEL_CORRECTION_METRICS = ("lc_acc", "lc_acc_clean", "lc_acc_corrupted")
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 SEARCH_ALGORITHMS = ("optuna", "random")
 TOP_KEYS = ("name", "description", "dataset", "data_dir", "methods", "options", "cases", "grid", "search",
-            "metric", "mode", "resources", "max_concurrent", "checkpoint", "max_failures", "tracking")
+            "metric", "mode", "resources", "max_concurrent", "checkpoint", "max_failures", "tracking", "scheduler")
 SEARCH_KEYS = ("algorithm", "num_samples", "space", "scheduler", "seed")
 ASHA_KEYS = ("type", "grace_period", "reduction_factor", "brackets")
+#: ``scheduler:`` (population based training): its keys, and the options it may change during training.
+POPULATION_KEYS = ("type", "perturbation_interval", "mutations", "quantile_fraction", "resample_probability",
+                   "synch")
+POPULATION_SCHEDULERS = ("pbt", "pb2")
+MUTABLE_OPTIONS = ("rho", "xi", "delta", "meta_lr", "inner_steps")
 #: ``tracking:``: experiment trackers every trial logs to, each with the keys it takes (docs/tracking.md).
 TRACKERS: dict[str, tuple[str, ...]] = {
     "mlflow": ("tracking_uri", "experiment_name", "tags", "save_artifact"),
@@ -56,6 +61,27 @@ class SearchSpec:
     algorithm: str = "optuna"
     scheduler: dict[str, Any] | None = None  # {"type": "asha", "grace_period": .., "reduction_factor": ..}
     seed: int | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """``scheduler:``: population based training (PBT, or PB2's GP-bandit explore) that changes the
+    ``mutations`` options of the population every ``perturbation_interval`` epochs: trials in the
+    bottom ``quantile_fraction`` continue from a top trial's checkpoint with perturbed options."""
+
+    type: str
+    perturbation_interval: int
+    mutations: dict[str, dict[str, Any]]  # {option: {uniform|loguniform|int|choice: args}}
+    quantile_fraction: float = 0.25
+    resample_probability: float = 0.25
+    synch: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"type": self.type, "perturbation_interval": self.perturbation_interval, "mutations": self.mutations,
+               "quantile_fraction": self.quantile_fraction, "synch": self.synch}
+        if self.type == "pbt":
+            out["resample_probability"] = self.resample_probability
+        return out
 
 
 @dataclass(frozen=True)
@@ -78,6 +104,7 @@ class StudySpec:
     max_failures: int = 2
     description: str = ""
     tracking: dict[str, dict[str, Any]] = field(default_factory=dict)  # {"mlflow": {...}, "wandb": {...}}
+    schedule: ScheduleSpec | None = None  # population based training of some options
 
     @property
     def epochs(self) -> int:
@@ -111,6 +138,11 @@ class StudySpec:
         for source in (*self.cases, self.grid, self.search.space if self.search else {}):
             keys += [k for k in source if k not in keys and k != "method"]
         return keys
+
+    @property
+    def mutated_keys(self) -> tuple[str, ...]:
+        """Options a population-based schedule changes during training (none without ``scheduler:``)."""
+        return tuple(self.schedule.mutations) if self.schedule else ()
 
     def trial_configs(self, data_root: Path | None = None) -> list[dict[str, Any]]:
         """Grid mode: every trial's complete, resolved training options (methods x cases x grid).
@@ -165,6 +197,8 @@ class StudySpec:
                    max_failures=self.max_failures)
         if self.tracking:
             out["tracking"] = {k: dict(v) for k, v in self.tracking.items()}
+        if self.schedule:
+            out["scheduler"] = self.schedule.to_dict()
         return out
 
     def to_yaml(self) -> str:
@@ -282,17 +316,36 @@ def _parse(raw: dict[str, Any], default_name: str | None, check_trials: bool = T
     keep = None if keep is None else _integer("checkpoint.keep", keep, low=1)
     max_failures = _integer("max_failures", raw.get("max_failures", 2), low=-1)
     tracking = _tracking(raw.get("tracking"))
+    schedule = _schedule(raw["scheduler"], methods) if raw.get("scheduler") is not None else None
+    if schedule is not None:
+        if search is not None and search.scheduler:
+            raise ConfigError("scheduler: a population schedule cannot be combined with search.scheduler (ASHA); "
+                              "drop one")
+        clash = [k for k in schedule.mutations if search is not None and k in search.space]
+        if clash:
+            raise ConfigError(f"scheduler.mutations.{clash[0]}: also in search.space; a mutated option starts from "
+                              f"its options/cases/grid value, or from a draw of the mutation when unset")
+        if keep is not None and keep < 3:
+            raise ConfigError(f"checkpoint.keep: {keep} is too few for a population schedule, which continues trials "
+                              f"from other trials' checkpoints; keep at least 3 (or null: all)")
+        if int(options.get("eval_every", 1)) != 1:
+            raise ConfigError("options.eval_every: a population schedule compares trials every epoch; use 1")
+        if schedule.perturbation_interval % every:
+            raise ConfigError(f"scheduler.perturbation_interval: {schedule.perturbation_interval} epochs is not a "
+                              f"multiple of checkpoint.every ({every}); trials continue from checkpoints")
 
     spec = StudySpec(name=name, methods=methods, options=options, cases=cases, grid=grid, search=search,
                      metric=metric, mode=mode, cpu=cpu, gpu=gpu, max_concurrent=max_concurrent,
                      checkpoint_every=every, checkpoint_keep=keep, max_failures=max_failures,
-                     description=description, tracking=tracking)
+                     description=description, tracking=tracking, schedule=schedule)
     if not check_trials:
         return spec
     if search is None:
         spec.trial_configs()  # resolves (validates) every trial's options
     else:
         _check_search_bounds(spec)
+    if schedule is not None:
+        _check_bounds(spec, schedule.mutations, "scheduler.mutations")
     return spec
 
 
@@ -429,11 +482,67 @@ def _distribution(where: str, key: str, dist: Any) -> dict[str, Any]:
 
 def _check_search_bounds(spec: StudySpec) -> None:
     """Resolve the base options with each end of every range (and every choice) to catch bad values."""
+    _check_bounds(spec, spec.search.space, "search.space")
+
+
+def _check_bounds(spec: StudySpec, space: dict[str, dict[str, Any]], where: str) -> None:
     base = {**spec.options, "method": spec.methods[0]}
-    for key, dist in spec.search.space.items():
+    for key, dist in space.items():
         (kind, values), = dist.items()
         for value in values:
-            _resolve({**base, key: _option_value(f"search.space.{key}", key, value)}, f"search.space.{key}")
+            _resolve({**base, key: _option_value(f"{where}.{key}", key, value)}, f"{where}.{key}")
+
+
+def _schedule(raw: Any, methods: tuple[str, ...]) -> ScheduleSpec:
+    """``scheduler: {type: pbt|pb2, perturbation_interval: E, mutations: {rho: {uniform: [0, 1]}, ...}}``."""
+    raw = {"type": raw} if isinstance(raw, str) else _mapping("scheduler", raw)
+    _known_keys("scheduler.", raw, POPULATION_KEYS)
+    kind = raw.get("type")
+    if kind not in POPULATION_SCHEDULERS:
+        raise ConfigError(f"scheduler.type: choose one of {', '.join(POPULATION_SCHEDULERS)} (population based "
+                          f"training), got {kind!r}; early stopping is search.scheduler: asha")
+    mutations = _mapping("scheduler.mutations", raw.get("mutations"))
+    if not mutations:
+        raise ConfigError("scheduler.mutations: name the options to adapt, e.g. {rho: {uniform: [0.0, 1.0]}, "
+                          "xi: {loguniform: [0.1, 2.0]}}")
+    for key in mutations:
+        if key not in MUTABLE_OPTIONS:
+            raise ConfigError(f"scheduler.mutations.{key}: cannot change during training; mutable options are "
+                              f"{', '.join(MUTABLE_OPTIONS)}")
+    needs = [m for m in methods if m not in ("mlcbome", "ebomlc")]
+    barrier_keys = [k for k in mutations if k in ("rho", "xi", "delta")]
+    if needs and barrier_keys:
+        raise ConfigError(f"scheduler.mutations.{barrier_keys[0]}: only mlcbome and ebomlc read it, but the study "
+                          f"also runs {', '.join(needs)}")
+    mutations = {k: _distribution(f"scheduler.mutations.{k}", k, d) for k, d in mutations.items()}
+    if kind == "pb2":
+        choice = next((k for k, d in mutations.items() if "choice" in d), None)
+        if choice is not None:
+            raise ConfigError(f"scheduler.mutations.{choice}: pb2 adapts ranges (uniform, loguniform, int), "
+                              f"not choices; use pbt")
+    fraction = _number("scheduler.quantile_fraction", raw.get("quantile_fraction", 0.25), low=0, low_open=True)
+    if fraction > 0.5:
+        raise ConfigError(f"scheduler.quantile_fraction: at most 0.5 (the bottom share copies the top share), "
+                          f"got {fraction}")
+    return ScheduleSpec(
+        type=kind, mutations=mutations,
+        perturbation_interval=_integer("scheduler.perturbation_interval", raw.get("perturbation_interval", 2), low=1),
+        quantile_fraction=fraction,
+        resample_probability=_probability("scheduler.resample_probability", raw.get("resample_probability", 0.25)),
+        synch=_flag("scheduler.synch", raw.get("synch", False)))
+
+
+def _probability(where: str, value: Any) -> float:
+    number = _number(where, value, low=0)
+    if number > 1:
+        raise ConfigError(f"{where}: a probability in [0, 1], got {value!r}")
+    return number
+
+
+def _flag(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: must be true or false, got {value!r}")
+    return value
 
 
 def _check_overlaps(options: dict, cases: tuple[dict, ...], grid: dict, search: SearchSpec | None) -> None:
