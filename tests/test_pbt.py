@@ -169,3 +169,10 @@ def test_a_killed_pbt_study_resumes_with_every_trial_once(ray_session, tmp_path)
     for trial in trials:
         assert {r["epoch"] for r in results(trial)} == set(range(1, epochs + 1)), trial.name
         assert "current_rho" in results(trial)[-1]
+
+
+def test_pb2_takes_the_ranges_as_bounds():
+    study = load_spec(spec(scheduler={**SCHEDULE, "type": "pb2"}))
+    setup = search_setup(study)
+    assert type(setup.scheduler).__name__ == "PB2"
+    assert setup.scheduler._hyperparam_bounds == {"rho": [0.0, 1.0], "meta_lr": [1e-4, 1e-2]}
