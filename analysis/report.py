@@ -11,7 +11,7 @@ from ebomlc.errors import EbomlcError
 
 from .load import STATUSES, load_study, save_parquet
 from .plots import plot_ablation, plot_curves, plot_label_correction, plot_schedule, plot_time
-from .results import (by_dataset, class_names, datasets, final_results, format_value, missing_cells, param_name,
+from .results import (by_dataset, class_names, datasets, final_results, missing_cells, param_name,
                       scheduled_params, settings, swept_params)
 from .tables import rank_table, to_latex, to_markdown
 

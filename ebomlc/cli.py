@@ -87,7 +87,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                         "only --epochs (to extend it), --device and --threads may change")
     r.add_argument("--max_steps_per_epoch", type=int,
                    help="cap steps per epoch for quick smoke runs; evaluation then uses a fixed 1,000 test and silver "
-                        "images unless --eval_subset says otherwise (default: full epochs)")
+                        "images (or N x --bs if more) unless --eval_subset says otherwise (default: full epochs)")
     r.add_argument("--train_subset", type=int, metavar="N",
                    help="train on N images, N/K per class, drawn by the data seed before the gold/silver split "
                         "(default: all)")
@@ -165,9 +165,10 @@ def _cmd_train(a: argparse.Namespace) -> int:
     summary = train_run(config, a.out, resume=a.resume, progress=not a.quiet, epochs=a.epochs if a.resume else None,
                         given=given)
     out = a.out or f"runs/{config.runid}"
-    print(f"final test accuracy {summary['final_test_acc']:.4f} (best {summary['best_test_acc']:.4f} at epoch "
-          f"{summary['best_epoch']}), {summary['train_time']:.1f}s training, {summary['wall_time']:.1f}s in all; "
-          f"results in {out}")
+    accuracy = ("no evaluation" if summary["final_test_acc"] is None else
+                f"final test accuracy {summary['final_test_acc']:.4f} (best {summary['best_test_acc']:.4f} at epoch "
+                f"{summary['best_epoch']})")
+    print(f"{accuracy}, {summary['train_time']:.1f}s training, {summary['wall_time']:.1f}s in all; results in {out}")
     return 0
 
 

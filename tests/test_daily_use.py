@@ -218,3 +218,15 @@ def test_python_resume_follows_the_same_rules(tmp_path):
     assert ebomlc.train(out=out, resume=True, epochs=2, progress=False)["epochs"] == 2
     with pytest.raises(ebomlc.EbomlcError, match="--main_lr 0.1 -> 0.5"):
         ebomlc.train(out=out, resume=True, epochs=3, main_lr=0.5, progress=False)
+
+
+def test_resume_overlays_given_options_and_needs_more_epochs(tmp_path, capsys):
+    out = _run(tmp_path, "--method", "ce", "--epochs", "2")
+    capsys.readouterr()
+    # repeating one option of a pair that needs the other is judged against the saved run, not defaults
+    assert main(["train", "--resume", "--out", str(out), "--dataset", "digits", "--epochs", "3", "--quiet"]) == 0
+    before = _snapshot(out)
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "3", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has done 3 epochs already" in err[0], err
+    assert _snapshot(out) == before

@@ -247,3 +247,25 @@ def test_worked_example_labels_csv_trusted_list_train_correct(gray3, tmp_path, c
     by_path = dict(zip(files, given))
     assert [by_path[Path(p).parent.name + "/" + Path(p).name] for p in table["path"]] == table["given_label"].tolist()
     assert set(table["given_class"]) <= set(SHAPES)
+
+
+def test_an_image_edited_in_place_is_decoded_again(tmp_path, monkeypatch):
+    import os
+
+    from PIL import Image
+
+    monkeypatch.setenv("EBOMLC_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "bmp"
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            Image.fromarray(np.full((8, 8), 200, np.uint8), "L").save(root / split / c / "0.bmp")
+    first = load_image_folder("bmp", root)
+    target = root / "train" / "a" / "0.bmp"
+    size = target.stat().st_size
+    Image.fromarray(np.zeros((8, 8), np.uint8), "L").save(target)
+    assert target.stat().st_size == size  # same size: only the modification time tells
+    stat = target.stat()
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    again = load_image_folder("bmp", root)
+    assert first.x_train[0].max() == 200 and again.x_train[0].max() == 0

@@ -69,7 +69,7 @@ def test_a_pbt_spec_round_trips_and_leaves_drawn_options_to_the_scheduler():
     ({"scheduler": {**SCHEDULE, "mutations": {}}}, "scheduler.mutations: name the options"),
     ({"scheduler": {**SCHEDULE, "mutations": {"rho": {"uniform": [0.0, 1.5]}}}}, "scheduler.mutations.rho: --rho"),
     ({"scheduler": {**SCHEDULE, "type": "pb2", "mutations": {"xi": {"choice": [0.5, 1.0]}}}},
-     "pb2 adapts ranges"),
+     "pb2 adapts continuous ranges"),
     ({"scheduler": {**SCHEDULE, "perturbation_interval": 3}, "checkpoint": {"every": 2, "keep": 4}},
      "not a multiple of checkpoint.every"),
     ({"checkpoint": {"every": 1, "keep": 2}}, "checkpoint.keep: 2 is too few"),
@@ -176,3 +176,12 @@ def test_pb2_takes_the_ranges_as_bounds():
     setup = search_setup(study)
     assert type(setup.scheduler).__name__ == "PB2"
     assert setup.scheduler._hyperparam_bounds == {"rho": [0.0, 1.0], "meta_lr": [1e-4, 1e-2]}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"scheduler": {**SCHEDULE, "type": "pb2", "mutations": {"inner_steps": {"int": [1, 4]}}}}, "not choices or integers"),
+    ({"grid": {"seed": [1, 2], "eval_every": [1, 2]}}, "eval_every: a population schedule"),
+])
+def test_more_bad_schedules(change, message):
+    with pytest.raises(ConfigError, match=message):
+        load_spec(spec(**change))

@@ -328,8 +328,13 @@ def _parse(raw: dict[str, Any], default_name: str | None, check_trials: bool = T
         if keep is not None and keep < 3:
             raise ConfigError(f"checkpoint.keep: {keep} is too few for a population schedule, which continues trials "
                               f"from other trials' checkpoints; keep at least 3 (or null: all)")
-        if int(options.get("eval_every", 1)) != 1:
-            raise ConfigError("options.eval_every: a population schedule compares trials every epoch; use 1")
+        places = [options, grid, *cases]
+        if any(int(v) != 1 for place in places for v in (place.get("eval_every", [1]) if isinstance(
+                place.get("eval_every", 1), list) else [place.get("eval_every", 1)])):
+            raise ConfigError("eval_every: a population schedule compares trials every epoch; use 1")
+        if search is not None and search.algorithm == "optuna":
+            raise ConfigError("search.algorithm: a population schedule draws its starting population at random "
+                              "(Tune's PBT takes no search algorithm); set algorithm: random")
         if schedule.perturbation_interval % every:
             raise ConfigError(f"scheduler.perturbation_interval: {schedule.perturbation_interval} epochs is not a "
                               f"multiple of checkpoint.every ({every}); trials continue from checkpoints")
@@ -516,10 +521,10 @@ def _schedule(raw: Any, methods: tuple[str, ...]) -> ScheduleSpec:
                           f"also runs {', '.join(needs)}")
     mutations = {k: _distribution(f"scheduler.mutations.{k}", k, d) for k, d in mutations.items()}
     if kind == "pb2":
-        choice = next((k for k, d in mutations.items() if "choice" in d), None)
-        if choice is not None:
-            raise ConfigError(f"scheduler.mutations.{choice}: pb2 adapts ranges (uniform, loguniform, int), "
-                              f"not choices; use pbt")
+        other = next((k for k, d in mutations.items() if "choice" in d or "int" in d), None)
+        if other is not None:
+            raise ConfigError(f"scheduler.mutations.{other}: pb2 adapts continuous ranges (uniform, loguniform), "
+                              f"not choices or integers; use pbt")
     fraction = _number("scheduler.quantile_fraction", raw.get("quantile_fraction", 0.25), low=0, low_open=True)
     if fraction > 0.5:
         raise ConfigError(f"scheduler.quantile_fraction: at most 0.5 (the bottom share copies the top share), "

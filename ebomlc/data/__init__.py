@@ -103,7 +103,8 @@ def build_noisy_data(raw: RawDataset, corruption_type: str, corruption_level: fl
     gold, silver = split_gold_silver(raw.y_train, raw.num_classes, gold_fraction, data_seed)
     true = raw.y_train[silver]
     noisy, matrix = noisy_labels(corruption_type, corruption_level, true, raw.num_classes, data_seed,
-                                 images=raw.x_train[silver], dataset=raw.name)
+                                 images=raw.x_train[silver] if corruption_type == "instance" else None,
+                                 dataset=raw.name)
     return _noisy_data(raw, gold, silver, noisy, true, matrix, device, y_gold=raw.y_train[gold])
 
 

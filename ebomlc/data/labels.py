@@ -4,7 +4,8 @@ Pure readers, each validating what it reads and raising :class:`DataError` with 
 
 - :func:`read_label_file` -- one label per training image, in dataset order: ``.npy``, ``.csv``/``.txt``
   (one label per line, optional header), or a ``path,label`` CSV matched against an image folder;
-- :func:`read_noise_file` -- CIFAR-10N / CIFAR-100N label files (``.pt`` dicts of label arrays);
+- :func:`read_noise_labels` -- CIFAR-10N / CIFAR-100N label files (``.pt`` dicts of label arrays);
+  :func:`read_noise_file` checks one entry per training image;
 - :func:`read_index_map` -- each training image's entry in such a file (image folders in another order);
 - :func:`read_gold_list` -- trusted training images: indices in dataset order (or image paths);
 - :func:`split_trusted` -- a class-balanced ``--gold_fraction`` draw among trusted images.

@@ -9,7 +9,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..config import CORRUPTION_TYPES  # noqa: F401  (one list of the noise models; config stays torch-free)
+from ..config import CORRUPTION_TYPES  # one list of the noise models (config stays torch-free)
 from ..errors import ConfigError
 
 

@@ -242,8 +242,11 @@ def load_image_folder(name: str, root: str | Path, cache: bool = True, image_siz
 
 
 def _cache_file(train: list[tuple[Path, int]], test: list[tuple[Path, int]], image_size: int | None) -> Path:
-    lines = [f"v2 size={image_size}"] + [f"{s}:{p.resolve()}:{p.stat().st_size}:{y}"
-                                          for s, files in (("train", train), ("test", test)) for p, y in files]
+    lines = [f"v3 size={image_size}"]
+    for split, files in (("train", train), ("test", test)):
+        for p, y in files:
+            st = p.stat()
+            lines.append(f"{split}:{p.resolve()}:{st.st_size}:{st.st_mtime_ns}:{y}")
     key = hashlib.sha1("\n".join(lines).encode()).hexdigest()
     return Path(os.environ.get("EBOMLC_CACHE", Path.home() / ".cache" / "ebomlc")) / f"folder-{key}.npz"
 
@@ -332,12 +335,13 @@ def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...], 
 
 def _to_array(images: list, image_size: int | None) -> np.ndarray:
     """``uint8 [N, C, S, S]`` of RGB images: C = 1 when every image is gray (R = G = B); resized to
-    ``image_size`` (default: kept when all sizes agree, else the most common longer side)."""
+    ``image_size`` (default: kept when all images are the same square, else the most common longer side)."""
     from collections import Counter
 
     from PIL import Image
 
-    if image_size is None and len({im.size for im in images}) > 1:
+    sizes = {im.size for im in images}
+    if image_size is None and (len(sizes) > 1 or any(w != h for w, h in sizes)):
         image_size = Counter(max(im.size) for im in images).most_common(1)[0][0]
     if image_size is not None:
         images = [im if im.size == (image_size, image_size) else im.resize((image_size, image_size), Image.BILINEAR)

@@ -7,6 +7,7 @@ Every file is written atomically after each epoch, so a crash leaves a resumable
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import time
@@ -82,14 +83,16 @@ def saved_config(out: Path) -> tuple[TrainConfig, dict | None]:
 
 def refuse_changes(saved: TrainConfig, asked: TrainConfig, given: Iterable[str]) -> None:
     """Raise unless every option in ``given`` has the same (resolved) value in ``asked`` as in ``saved``,
-    apart from :data:`RESUMABLE_CHANGES`."""
-    old, new = saved.resolved().to_dict(), asked.resolved().to_dict()
+    apart from :data:`RESUMABLE_CHANGES` (the given options are laid over the saved ones, then resolved)."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    old = saved.resolved().to_dict()
+    new = dataclasses.replace(saved, **{k: getattr(asked, k) for k in given if k in fields}).resolved().to_dict()
     changed = [k for k in sorted(set(given) - set(RESUMABLE_CHANGES)) if k in old and old[k] != new.get(k)]
     if changed:
         diff = ", ".join(f"--{k} {old[k]!r} -> {new[k]!r}" for k in changed)
         raise EbomlcError(f"--resume continues the run under its saved options, but these differ: {diff}; drop "
-                          f"them, or start a new run with another --out (only --epochs, --device and --threads "
-                          f"may change)")
+                          f"them, or start a new run with another --out (only --epochs, --device, --threads and "
+                          f"--runid may change)")
 
 
 def train_run(config: TrainConfig, out: str | Path | None = None, resume: bool = False,
@@ -114,6 +117,10 @@ def train_run(config: TrainConfig, out: str | Path | None = None, resume: bool =
             if key in given:
                 setattr(config, key, getattr(asked, key))
     if epochs is not None:
+        done = int(state["epoch"]) if state else 0
+        if resume and epochs <= done:
+            raise EbomlcError(f"--epochs {epochs}: the run in {out} has done {done} epochs already; give more to "
+                              f"extend it")
         config.epochs = epochs
     config = config.resolved()
     trainer = Trainer(config, device=resolve_device(config.device))
