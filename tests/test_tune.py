@@ -174,11 +174,13 @@ def test_killed_driver_resumes_every_trial_from_its_checkpoint(ray_session, tmp_
         rows = results(trial)
         assert [r["epoch"] for r in rows] == list(range(1, epochs + 1)), trial.name  # each epoch once
         done = checkpointed.get(trial.name, 0)
-        if 0 < done < epochs:  # killed after its checkpoint at `done`: continued from there in a new process
-            old_pid = rows[done - 1]["pid"]
-            assert all(row["pid"] == old_pid for row in rows[:done]), trial.name
-            assert all(row["pid"] != old_pid for row in rows[done:]), trial.name
-            continued += 1
+        pids = [row["pid"] for row in rows]
+        switch = next((i for i, pid in enumerate(pids) if pid != pids[0]), None)
+        if switch is not None:  # continued in a new process: once, and never before the checkpoint it knew
+            assert len(set(pids[switch:])) == 1 and pids[0] not in pids[switch:], trial.name
+            assert switch >= done, (trial.name, switch, done)
+            # (the old driver may have persisted a later checkpoint than the state read above recorded)
+            continued += 0 < done < epochs and switch > 0
         # (a trial whose first checkpoint had not reached the experiment state restarts from epoch 1)
     assert continued >= 1
     assert set(study_status(path)["state"]) == {"TERMINATED"}
