@@ -54,20 +54,30 @@ def train_trial(config: dict[str, Any], checkpoint_every: int = 1, record: tuple
             trainer.load_state_dict(load_torch(Path(folder) / STATE_FILE))
     unevaluated = dict.fromkeys(COMMON_METRICS + (LABEL_CORRECTION_METRICS if trainer.method.corrects_labels else ()),
                                 math.nan)
+    if trainer.epoch >= cfg.epochs and trainer.history:
+        # restored at its end (PBT continued this trial from a finished donor): report that last epoch as
+        # this trial's, so every trial's record ends with its final epoch
+        _report(trainer, {**unevaluated, **trainer.values_in_force(record), **trainer.history[-1]}, True)
     while trainer.epoch < cfg.epochs:
         # DivergedError: Tune records the trial as errored. Epochs between evaluations (eval_every)
         # report NaN test metrics: Tune wants the study's metric in every result.
         row = {**unevaluated, **trainer.values_in_force(record), **trainer.run_epoch()}
         last = trainer.epoch == cfg.epochs
-        if last:
-            matrix = trainer.label_correction_matrix()
-            if matrix is not None:
-                row = {**row, "lc_matrix": matrix.tolist()}
-            if trainer.data.class_names is not None:
-                row = {**row, "class_names": list(trainer.data.class_names)}
-        if last or trainer.epoch % checkpoint_every == 0:
-            with tempfile.TemporaryDirectory(prefix="ebomlc-ckpt-") as folder:
-                save_torch(trainer.state_dict(), Path(folder) / STATE_FILE)
-                ray_tune.report(row, checkpoint=ray_tune.Checkpoint.from_directory(folder))
-        else:
-            ray_tune.report(row)
+        _report(trainer, row, last, checkpoint=last or trainer.epoch % checkpoint_every == 0)
+
+
+def _report(trainer: Trainer, row: dict[str, Any], last: bool, checkpoint: bool = True) -> None:
+    """``tune.report`` of an epoch's row (the last with the label-correction matrix and class names),
+    with the trainer's state as a checkpoint when ``checkpoint``."""
+    if last:
+        matrix = trainer.label_correction_matrix()
+        if matrix is not None:
+            row = {**row, "lc_matrix": matrix.tolist()}
+        if trainer.data.class_names is not None:
+            row = {**row, "class_names": list(trainer.data.class_names)}
+    if not checkpoint:
+        ray_tune.report(row)
+        return
+    with tempfile.TemporaryDirectory(prefix="ebomlc-ckpt-") as folder:
+        save_torch(trainer.state_dict(), Path(folder) / STATE_FILE)
+        ray_tune.report(row, checkpoint=ray_tune.Checkpoint.from_directory(folder))
