@@ -12,3 +12,16 @@ def digits():
     from ebomlc.data import cached_dataset
 
     return cached_dataset("digits", None)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray for a test module (2 CPUs, no dashboard), never a cluster another session runs."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    if started:
+        ray.shutdown()

@@ -35,18 +35,6 @@ def spec(**changes) -> dict:
             "checkpoint": {"every": 1, "keep": None}, **changes}
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield
-    if started:
-        ray.shutdown()
-
-
 # ---------------------------------------------------------------------------- the spec
 def test_a_pbt_spec_round_trips_and_leaves_drawn_options_to_the_scheduler():
     study = load_spec(spec())

@@ -28,19 +28,6 @@ SLOW = {"name": "slow", "dataset": "digits", "methods": ["ce"], "grid": {"seed":
         "options": {**FAST, "epochs": EPOCHS}, "max_concurrent": 1}  # one trial at a time: the others wait
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    """One local Ray for this module (2 CPUs, no dashboard), never a cluster another session runs."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield
-    if started:
-        ray.shutdown()
-
-
 def _sleeping_trainable(seconds: float):
     """A trainable reporting ``epochs`` epochs, each after ``seconds`` of sleep (defined in a function,
     so Ray pickles it by value for its workers)."""

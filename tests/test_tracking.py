@@ -21,19 +21,6 @@ HAS_MLFLOW = importlib.util.find_spec("mlflow") is not None
 HAS_WANDB = importlib.util.find_spec("wandb") is not None
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    """One local Ray for this module (2 CPUs, no dashboard), never a cluster another session runs."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield
-    if started:
-        ray.shutdown()
-
-
 BAD = [
     ({"tensorbord": {}}, "tracking.tensorbord: unknown key; known: mlflow, wandb"),
     ({"mlflow": {"uri": "mlruns"}}, "tracking.mlflow.uri: unknown key"),

@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tune.launch import resume_study, run_study, study_status
@@ -19,19 +18,6 @@ from .studies import ROOT, results, trial_dirs
 ROW_KEYS = {"epoch", "lr", "test_acc", "test_loss", "upper_loss", "lower_loss", "value_gap", "lambda", "lc_acc",
             "lc_acc_clean", "lc_acc_corrupted", "epoch_time", "train_time"}
 FAST = {"gold_fraction": 0.05, "device": "cpu", "max_steps_per_epoch": 2}
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    """One local Ray for this module (2 CPUs, no dashboard), never a cluster another session runs."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield
-    if started:
-        ray.shutdown()
 
 
 def test_trials_share_noisy_data_unless_the_data_options_differ():
