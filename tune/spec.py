@@ -431,8 +431,7 @@ def _tracking(raw: Any) -> dict[str, dict[str, Any]]:
                                                             for v in value.values()):
                     raise ConfigError(f"{where}.tags: must be a mapping of names to values, e.g. {{team: nlp}}")
             elif key == "save_artifact":
-                if not isinstance(value, bool):
-                    raise ConfigError(f"{where}.save_artifact: must be true or false, got {value!r}")
+                _flag(f"{where}.save_artifact", value)
             elif not isinstance(value, str) or not value:
                 raise ConfigError(f"{where}.{key}: must be text, got {value!r}")
         if tracker == "wandb":

@@ -9,6 +9,13 @@ import torch.nn.functional as F
 from .layers import BatchNorm2d, Conv2d
 
 
+def kaiming_init(model: nn.Module) -> None:
+    """He-normal weights for every convolution and linear layer of ``model``, in module order."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight)
+
+
 class BasicBlock(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int):
         super().__init__()
@@ -47,9 +54,7 @@ class ResNetCifar(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(64, num_classes)
         self.feature_dim = 64
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight)
+        kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = F.relu(self.bn1(self.conv1(x)))

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .layers import BatchNorm2d, Conv2d
+from .resnet import kaiming_init
 
 
 class Block(nn.Module):
@@ -41,9 +42,7 @@ class ResNet18(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(512, num_classes)
         self.feature_dim = 512
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight)
+        kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = F.relu(self.bn1(self.conv1(x)))
