@@ -105,7 +105,10 @@ def test_a_pbt_study_records_the_values_in_force_and_plots_the_schedules(ray_ses
     changed = 0
     for trial in trials:
         rows = results(trial)
-        assert {r["epoch"] for r in rows} == {1, 2, 3, 4}, trial.name
+        # Tune may drop the row of the epoch at which a trial was exploited (seen once in ~10 runs), so only
+        # the first epoch (before any exploit) and the last one (the trainable re-reports it) are certain
+        epochs = {r["epoch"] for r in rows}
+        assert {1, 4} <= epochs <= {1, 2, 3, 4}, trial.name
         assert all(0.0 <= r["current_rho"] <= 1.0 and 1e-4 <= r["current_meta_lr"] <= 1e-2 for r in rows)
         changed += len({(r["current_rho"], r["current_meta_lr"]) for r in rows}) > 1
     assert changed >= 1, "no trial was perturbed"
