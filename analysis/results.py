@@ -21,8 +21,8 @@ from ebomlc.errors import EbomlcError
 
 from .load import STATUSES, TRIAL_COLUMNS, setting_order
 
-METHOD_ORDER = ("ce", "glc", "l2rw", "mwnet", "mlc", "mlcbome", "ebomlc")
-METHOD_NAMES = {"ce": "CE", "glc": "GLC", "l2rw": "L2RW", "mwnet": "MW-Net", "mlc": "MLC", "mlcbome": "MLC-D",
+METHOD_ORDER = ("ce", "gold", "glc", "l2rw", "mwnet", "mlc", "mlcbome", "ebomlc")
+METHOD_NAMES = {"ce": "CE", "gold": "Gold only", "glc": "GLC", "l2rw": "L2RW", "mwnet": "MW-Net", "mlc": "MLC", "mlcbome": "MLC-D",
                 "ebomlc": "EBOMLC"}
 #: Short names of hyperparameters in labels and file names (the paper's K).
 PARAM_NAMES = {"inner_steps": "K"}
@@ -97,14 +97,14 @@ def swept_params(df: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def variant_text(variant: Any, departures: Any) -> str:
-    """``reference``, ``paper +lookahead_step``, ``reference -step_f_term``: a variant and its departures."""
+    """``reference``, ``paper +step_f_term``, ``reference -step_f_term``: a variant and its departures."""
     parts = [p if p.startswith("-") else f"+{p}" for p in str(departures or "").split(",") if p]
     return " ".join([str(variant), *parts])
 
 
 def _method_label(row: pd.Series, params: list[str]) -> tuple[str, str]:
     """Method label and method key of a trial. A swept variant or departures read as one setting,
-    ``variant=reference -lookahead_step``."""
+    ``variant=reference -step_f_term``."""
     values = [(param_name(p), format_value(row[p])) for p in params if p not in ("variant", "departures")]
     if "variant" in params or "departures" in params:
         values.insert(0, ("variant", variant_text(row.get("variant"), row.get("departures"))))

@@ -49,7 +49,8 @@ def make_step(name: str, model_name: str, device: torch.device, bs: int = 100, s
     g = torch.Generator(device="cpu").manual_seed(seed + 1)
     x = torch.randn(2 * bs, channels, size, size, generator=g).to(device)
     y = torch.randint(0, k, (2 * bs,), generator=g).to(device)
-    batch = Batch(x[:bs], y[:bs]) if method.union_batches else Batch(x[:bs], y[:bs], x[bs:], y[bs:])
+    one_set = method.union_batches or method.gold_only
+    batch = Batch(x[:bs], y[:bs]) if one_set else Batch(x[:bs], y[:bs], x[bs:], y[bs:])
     return (lambda: method.step(ctx, batch)), bs
 
 

@@ -57,10 +57,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     b.add_argument("--eps", type=float, default=d.eps,
                    help="added to ||grad q||^2 in the barrier's lambda denominator (default: %(default)s)")
     b.add_argument("--variant", choices=list(VARIANTS),
-                   help="which of the authors' code's departures from the paper's equations are on: paper "
-                        "(none; the default), inner_step (the main model keeps its one-step inner update and gets "
-                        "the clean loss as an SGD step: lookahead_step + step_f_term; best on digits, not on a "
-                        "CIFAR-10 subset: docs/variants.md) or reference (all)")
+                   help="named set of barrier-step parts: paper (SPEC.md's equations; the default: EBOMLC's main "
+                        "step starts from its one inner step w_1, MLC-D's from the restored w), restore_w (EBOMLC "
+                        "with the main step from the restored w: the reading before the SPEC's revision), "
+                        "inner_step (paper + step_f_term: the clean loss reaches the main model as an SGD step) "
+                        "or reference (the authors' code: all its departures; docs/variants.md)")
     b.add_argument("--departures", metavar="PARTS",
                    help="comma-separated parts added to the variant, or removed with a leading '-' (write "
                         "--departures=-NAME,...): " + ", ".join(PARTS) + " (default: none)")

@@ -23,9 +23,10 @@ GRAD_Q_W = ("fd", "partial")
 # (``mlc`` uses only K, its look-ahead length).
 PRESETS: dict[str, dict[str, Any]] = {
     "ce": {},
+    "gold": {},
     "mlc": {"inner_steps": 1},
     "mlcbome": {"inner_steps": 5, "rho": 1.0, "delta": 0.5, "xi": 1.0, "grad_q_w": "fd", "variant": "paper"},
-    # variant paper: no variant of the authors' code met the paper's claims at both scales (docs/variants.md)
+    # variant paper: SPEC.md's equations; EBOMLC's main step starts from w_1 (no restore, SPEC.md step 4)
     "ebomlc": {"inner_steps": 1, "rho": 0.2, "delta": 0.25, "xi": 0.5, "grad_q_w": "fd", "variant": "paper"},
 }
 
@@ -61,7 +62,7 @@ class TrainConfig:
     delta: float | None = None
     xi: float | None = None
     grad_q_w: str | None = None
-    variant: str | None = None  # base set of departures from the paper's equations (ebomlc.departures); None: preset
+    variant: str | None = None  # base set of named barrier-step parts (ebomlc.departures); None: preset (paper)
     departures: str | None = None  # "name,-name": parts added to or removed from the variant (a list works too)
     glc_phase1_epochs: int | None = None  # GLC: epochs of the silver-only phase (None: half)
     mix: bool = True
@@ -107,8 +108,8 @@ class TrainConfig:
         c = dataclasses.replace(c, **fill_presets(dataclasses.asdict(c)))
         if c.variant is None:
             c.variant = "paper"
-        parts = resolve_parts(c.variant, parse_departures(c.departures), c.dataset)
-        c.departures = ",".join(normal_departures(c.variant, parts, c.dataset))
+        parts = resolve_parts(c.variant, parse_departures(c.departures), c.dataset, c.method)
+        c.departures = ",".join(normal_departures(c.variant, parts, c.dataset, c.method))
         if c.data_seed is None:
             c.data_seed = c.seed
         _check_range("corruption_level", c.corruption_level, 0.0, 1.0)
@@ -142,8 +143,8 @@ class TrainConfig:
 
     @property
     def parts(self) -> frozenset[str]:
-        """The departures from the paper's equations in force (``ebomlc.departures.PARTS``)."""
-        return resolve_parts(self.variant, parse_departures(self.departures), self.dataset)
+        """The named barrier-step parts in force (``ebomlc.departures.PARTS``)."""
+        return resolve_parts(self.variant, parse_departures(self.departures), self.dataset, self.method)
 
     @property
     def labels_from_file(self) -> bool:

@@ -1,6 +1,9 @@
 """The barrier step as it was before the departures from the paper became separate parts, kept frozen
-as the oracle of the bit-for-bit tests: ``variant="paper"`` and ``variant="reference"`` must step exactly
-as this did (test_departures.py). Not used by the library."""
+as the oracle of the bit-for-bit tests (test_departures.py): the restored-``w`` reading (``variant=
+"restore_w"``, MLC-D's ``paper``) and ``variant="reference"`` must step exactly as this did, and the
+revised ``paper`` step of EBOMLC exactly as this one with ``keep_inner_step`` (the former part
+``lookahead_step``: the SGD step from ``w_K``, the same lines as the reference branch). Not used by the
+library."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -66,7 +69,8 @@ def _momentum_buffer(opt: torch.optim.Optimizer, params: Sequence[torch.Tensor])
 
 
 # ---------------------------------------------------------------- the step
-def legacy_barrier_step(ctx: StepContext, batch: Batch) -> dict[str, torch.Tensor]:
+def legacy_barrier_step(ctx: StepContext, batch: Batch, reference: bool = False,
+                        keep_inner_step: bool = False) -> dict[str, torch.Tensor]:
     """One dynamic-barrier step (paper variant by default):
 
     1. ``w_{k+1} = w_k - eta grad_w g(w_k, a)`` for ``k < K`` without a graph (first gradient reused);
@@ -76,7 +80,6 @@ def legacy_barrier_step(ctx: StepContext, batch: Batch) -> dict[str, torch.Tenso
     4. ``d = grad F + xi lambda grad q`` into ``.grad``; SGD on ``w``, Adam on ``a``.
     """
     cfg, model, meta = ctx.config, ctx.model, ctx.meta
-    reference = cfg.variant == "reference"
     names, w = zip(*model.named_parameters())
     w = list(w)
     a = list(meta.parameters())
@@ -143,6 +146,10 @@ def legacy_barrier_step(ctx: StepContext, batch: Batch) -> dict[str, torch.Tenso
         lam = barrier_lambda(grad_w_F, grad_a_F, grad_w_q, grad_a_q, cfg.delta, cfg.eps)
         d_w = grad_w_F + cfg.xi * lam * grad_w_q
         d_a = grad_a_F + cfg.xi * lam * grad_a_q
+        if keep_inner_step:  # the former part lookahead_step
+            with torch.no_grad():
+                for p, t in zip(w, w_k):
+                    p.copy_(t)
 
     unflat_to_grad(d_w, w)
     unflat_to_grad(d_a, a)

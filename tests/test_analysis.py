@@ -426,9 +426,9 @@ def test_variant_and_departures_read_as_one_setting_in_labels():
     from analysis.results import _method_label, variant_text
 
     assert variant_text("paper", "") == "paper"
-    assert variant_text("reference", "-lookahead_step") == "reference -lookahead_step"
-    assert variant_text("paper", "lookahead_step,step_f_term") == "paper +lookahead_step +step_f_term"
-    row = pd.Series({"method": "ebomlc", "variant": "reference", "departures": "-lookahead_step", "rho": 0.5})
+    assert variant_text("reference", "-step_f_term") == "reference -step_f_term"
+    assert variant_text("paper", "restore_w,step_f_term") == "paper +restore_w +step_f_term"
+    row = pd.Series({"method": "ebomlc", "variant": "reference", "departures": "-step_f_term", "rho": 0.5})
     label, key = _method_label(row, ["variant", "departures", "rho"])
-    assert label == "EBOMLC (variant=reference -lookahead_step, rho=0.5)"
-    assert key == "ebomlc_variantreference--lookahead_step_rho0.5"  # file-name safe
+    assert label == "EBOMLC (variant=reference -step_f_term, rho=0.5)"
+    assert key == "ebomlc_variantreference--step_f_term_rho0.5"  # file-name safe

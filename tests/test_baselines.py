@@ -100,3 +100,47 @@ def test_baselines_learn_on_noisy_digits(method, epochs, steps):
     for _ in range(epochs):
         row = t.run_epoch()
     assert row["test_acc"] > 0.5  # chance: 0.1
+
+
+# ------------------------------------------------------------------ gold: CE on the gold set alone
+class _CountedReads(torch.Tensor):
+    """A tensor that counts how often it is indexed, by name (every read of images is an indexing)."""
+
+    reads: dict = {}
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        name = getattr(args[0], "_name", None) if args else None
+        if func is torch.Tensor.__getitem__ and name is not None:
+            cls.reads[name] = cls.reads.get(name, 0) + 1
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **(kwargs or {}))
+
+
+def _counted(t: torch.Tensor, name: str) -> torch.Tensor:
+    out = t.as_subclass(_CountedReads)
+    out._name = name
+    return out
+
+
+def test_gold_never_reads_a_silver_image_and_takes_a_silver_epoch_of_steps():
+    cfg = TrainConfig(method="gold", dataset="digits", gold_fraction=0.2, epochs=2, device="cpu", threads=1)
+    watched = Trainer(cfg)
+    watched.data.x_silver = watched.x_train = _counted(watched.data.x_silver, "silver")
+    real_gold = watched.data.x_gold
+    watched.data.x_gold = _counted(real_gold, "gold")
+    _CountedReads.reads = {}
+    for _ in range(2):
+        watched.run_epoch(evaluate=False)
+    steps = len(watched.data.silver_noisy) // cfg.bs
+    assert watched.steps_per_epoch == steps > len(real_gold) // cfg.bs  # a silver epoch of steps, from gold
+    assert _CountedReads.reads == {"gold": 2 * steps}  # one gold read per step; silver never indexed
+    # the same run with every silver image replaced by white trains to identical weights
+    plain = Trainer(cfg)
+    plain.data.x_silver = plain.x_train = torch.full_like(plain.data.x_silver, 255)
+    for _ in range(2):
+        plain.run_epoch(evaluate=False)
+    for p, q in zip(plain.model.state_dict().values(), watched.model.state_dict().values()):
+        assert torch.equal(p, q.as_subclass(torch.Tensor))
+    # and it learns from the gold images alone
+    assert plain.run_epoch()["test_acc"] > 0.5

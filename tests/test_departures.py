@@ -1,9 +1,12 @@
-"""Each departure of the authors' code from the paper is its own part of the barrier step.
+"""Each departure of the authors' code from the paper, and the restored-``w`` reading of step 4, is its
+own part of the barrier step.
 
-``variant="paper"`` (no parts) and ``variant="reference"`` (all parts) step bit for bit as the step
-did before the parts existed (``legacy_barrier.py``); each part alone changes the step, in the way
-its definition says (tiny model, computed by hand).
+The variants step bit for bit as the step did before the parts existed (``legacy_barrier.py``):
+``restore_w`` (and MLC-D's ``paper``) as its paper reading, ``reference`` as its reference, and the
+revised ``paper`` of EBOMLC as its paper reading plus the former part ``lookahead_step``; each part
+alone changes the step, in the way its definition says (tiny model, computed by hand).
 """
+import functools
 import copy
 
 import pytest
@@ -42,14 +45,26 @@ def same(a, b):
 
 
 # ------------------------------------------------------------------ bit for bit with the step before parts
-@pytest.mark.parametrize("variant", ["paper", "reference"])
+#: (method, variant) -> how the step before the parts ran it: (reference, keep_inner_step)
+LEGACY_EQUIVALENT = {
+    ("ebomlc", "paper"): (False, True),  # the revised SPEC: the former paper + lookahead_step
+    ("ebomlc", "restore_w"): (False, False),  # the former paper reading
+    ("ebomlc", "reference"): (True, False),
+    ("mlcbome", "paper"): (False, False),  # MLC-D still restores w
+    ("mlcbome", "restore_w"): (False, False),
+    ("mlcbome", "reference"): (True, False),
+}
+
+
+@pytest.mark.parametrize("variant", ["paper", "restore_w", "reference"])
 @pytest.mark.parametrize("dataset", ["digits", "cifar10"])
 @pytest.mark.parametrize("method,K,grad_q_w", [("ebomlc", 1, "fd"), ("ebomlc", 2, "partial"), ("mlcbome", 5, "fd")])
 def test_variants_equal_the_step_before_parts_bit_for_bit(variant, dataset, method, K, grad_q_w):
     new = make_ctx(method, variant=variant, dataset=dataset, inner_steps=K, grad_q_w=grad_q_w)
     old = clone_ctx(new)
+    reference, keep = LEGACY_EQUIVALENT[method, variant]
     outs_new = run(METHODS[method].step, new)
-    outs_old = run(legacy_barrier_step, old)
+    outs_old = run(functools.partial(legacy_barrier_step, reference=reference, keep_inner_step=keep), old)
     assert same(state(new), state(old))
     for a, b in zip(outs_new, outs_old):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -59,7 +74,7 @@ def test_variants_equal_the_step_before_parts_bit_for_bit(variant, dataset, meth
 @pytest.mark.parametrize("part", list(PARTS))
 @pytest.mark.parametrize("base", ["paper", "reference"])
 def test_each_part_alone_changes_the_step(part, base):
-    departures = (part,) if base == "paper" else (f"-{part}",)
+    departures = (f"-{part}",) if part in variant_parts(base, "digits") else (part,)
     ctx = make_ctx("ebomlc", variant=base)
     toggled = make_ctx("ebomlc", variant=base, departures=departures)
     assert ctx.config.parts ^ toggled.config.parts == {part}
@@ -153,21 +168,40 @@ def _grad_g(ctx, batch):
 
 
 @pytest.mark.parametrize("momentum", [False, True])
-def test_lookahead_step_starts_from_w_K_and_inner_momentum_makes_it_an_sgd_step(momentum):
-    parts = ("lookahead_step", "inner_momentum") if momentum else ("lookahead_step",)
-    ctx = make_ctx("ebomlc", departures=parts)
+@pytest.mark.parametrize("variant", ["paper", "restore_w"])
+def test_main_step_starts_from_w_K_unless_restore_w_and_inner_momentum_makes_it_an_sgd_step(variant, momentum):
+    """SPEC.md step 4: EBOMLC's SGD step starts from ``w_1 = w - eta grad_w g`` (with ``inner_momentum``
+    the authors' SGD step); ``restore_w`` starts it from ``w`` itself."""
+    parts = ("inner_momentum",) if momentum else ()
+    ctx = make_ctx("ebomlc", variant=variant, departures=parts)
     run(METHODS["ebomlc"].step, ctx, steps=1)  # fills the momentum buffer
     batch = make_batch(seed=7)
     w = [p.detach().clone() for p in ctx.model.parameters()]
     bufs = [ctx.opt.state[p]["momentum_buffer"].clone() for p in ctx.model.parameters()]
     grads = _grad_g(ctx, batch)
     eta, mu, wd = ctx.lr, ctx.config.momentum, ctx.config.weight_decay
-    if momentum:
+    if variant == "restore_w":
+        expected = w
+    elif momentum:
         expected = [p - eta * (mu * b + g + wd * p) for p, g, b in zip(w, grads, bufs)]
     else:
         expected = [p - eta * g for p, g in zip(w, grads)]
     for got, want in zip(_weights_at_optimizer_step(ctx, batch), expected):
         torch.testing.assert_close(got, want)
+
+
+def test_mlcbome_restores_w_and_its_paper_is_restore_w():
+    """MLC-D's preset (SPEC.md table: the main step from the restored ``w``, as BOME)."""
+    c = TrainConfig(method="mlcbome", dataset="digits").resolved()
+    assert c.variant == "paper" and c.parts == {"restore_w"} and c.departures == ""
+    ctx = make_ctx("mlcbome", inner_steps=2)
+    run(METHODS["mlcbome"].step, ctx, steps=1)
+    w = [p.detach().clone() for p in ctx.model.parameters()]
+    for got, want in zip(_weights_at_optimizer_step(ctx, make_batch(seed=7)), w):
+        assert torch.equal(got, want)
+    # removing the part makes MLC-D step from w_K as EBOMLC does
+    c = TrainConfig(method="mlcbome", dataset="digits", departures="-restore_w").resolved()
+    assert c.parts == frozenset() and c.departures == "-restore_w"
 
 
 def test_logit_mix_upper_is_cross_entropy_of_mixed_logits_and_probabilities():
@@ -218,37 +252,41 @@ def test_reference_meta_builds_the_authors_meta_model():
 # ------------------------------------------------------------------ resolution and recording
 def test_departures_resolve_relative_to_the_variant_and_record_their_shortest_form():
     c = TrainConfig(method="ebomlc", dataset="digits", variant="reference",
-                    departures=("-lookahead_step", "-q_as_step")).resolved()
-    assert c.parts == variant_parts("reference", "digits") - {"lookahead_step", "q_as_step"}
-    assert c.departures == "-lookahead_step,-q_as_step"
-    assert c.to_dict()["departures"] == "-lookahead_step,-q_as_step"
+                    departures=("+restore_w", "-q_as_step")).resolved()
+    assert c.parts == (variant_parts("reference", "digits") | {"restore_w"}) - {"q_as_step"}
+    assert c.departures == "restore_w,-q_as_step"
+    assert c.to_dict()["departures"] == "restore_w,-q_as_step"
     again = TrainConfig.from_dict(c.to_dict()).resolved()
     assert again.parts == c.parts and again.departures == c.departures
     # on CIFAR-10 the reference variant leaves grad_w q as it is, as the authors' code does
     assert "q_as_step" not in TrainConfig(method="ebomlc", dataset="cifar10", variant="reference").resolved().parts
-    paper = TrainConfig(method="ebomlc", dataset="digits", departures="lookahead_step,step_f_term").resolved()
-    assert paper.parts == {"lookahead_step", "step_f_term"}
+    assert "restore_w" not in variant_parts("reference", "digits")  # the authors' code never restores w
+    paper = TrainConfig(method="ebomlc", dataset="digits", departures="restore_w,step_f_term").resolved()
+    assert paper.parts == {"restore_w", "step_f_term"}
     assert TrainConfig(method="ebomlc", variant="paper").resolved().parts == frozenset()
 
 
-def test_unknown_part_is_one_clear_error():
-    with pytest.raises(ConfigError, match="unknown part 'lookahead'.*lookahead_step"):
-        TrainConfig(method="ebomlc", departures=("lookahead",)).resolved()
+def test_unknown_and_retired_parts_are_one_clear_error():
+    with pytest.raises(ConfigError, match="unknown part 'restore'.*restore_w"):
+        TrainConfig(method="ebomlc", departures=("restore",)).resolved()
+    with pytest.raises(ConfigError, match="'lookahead_step' is retired.*default of variant paper.*restore_w"):
+        TrainConfig(method="ebomlc", departures="lookahead_step").resolved()
     assert parse_departures(None) is None
     assert resolve_parts("paper", ["+step_lambda"], "digits") == {"step_lambda"}
 
 
-def test_ebomlc_preset_is_the_paper_reading_and_inner_step_is_two_parts():
+def test_ebomlc_preset_keeps_its_inner_step_and_the_named_variants_are_their_parts():
     preset = TrainConfig(method="ebomlc", dataset="digits").resolved()
     assert preset.variant == "paper" and preset.parts == frozenset()
-    assert TrainConfig(method="mlcbome").resolved().parts == frozenset()  # MLC-D: the equations
+    restore = TrainConfig(method="ebomlc", variant="restore_w").resolved()
+    assert restore.parts == {"restore_w"} and restore.departures == ""
     inner = TrainConfig(method="ebomlc", variant="inner_step").resolved()
-    assert inner.parts == {"lookahead_step", "step_f_term"} and inner.departures == ""
-    assert TrainConfig(method="ebomlc", variant="inner_step", departures="-step_f_term").resolved().parts == {
-        "lookahead_step"}
-    # the named variant steps exactly as the paper reading with the two parts added
-    named = make_ctx("ebomlc", variant="inner_step")
-    spelled = make_ctx("ebomlc", departures="lookahead_step,step_f_term")
-    run(METHODS["ebomlc"].step, named)
-    run(METHODS["ebomlc"].step, spelled)
-    assert same(state(named), state(spelled))
+    assert inner.parts == {"step_f_term"} and inner.departures == ""
+    assert TrainConfig(method="ebomlc", variant="inner_step", departures="-step_f_term").resolved().parts == set()
+    # each named variant steps exactly as the paper reading with its parts added
+    for variant, spelled_as in (("inner_step", "step_f_term"), ("restore_w", "restore_w")):
+        named = make_ctx("ebomlc", variant=variant)
+        spelled = make_ctx("ebomlc", departures=spelled_as)
+        run(METHODS["ebomlc"].step, named)
+        run(METHODS["ebomlc"].step, spelled)
+        assert same(state(named), state(spelled))

@@ -168,8 +168,9 @@ def test_barrier_lambda_solves_the_qp(case):
 
 
 # ------------------------------------------------------------------ the barrier step
-def naive_barrier_step(ctx, batch, K, rho, delta, xi, fd=True):
-    """SPEC.md steps 1-4, written out independently; returns expected (w, a) after the step."""
+def naive_barrier_step(ctx, batch, K, rho, delta, xi, fd=True, restore=False):
+    """SPEC.md steps 1-4, written out independently; returns expected (w, a) after the step. The SGD step
+    starts from ``w_K`` (EBOMLC) or, ``restore``, from the restored ``w`` (MLC-D)."""
     model, meta, eta, wd = ctx.model, ctx.meta, ctx.lr, ctx.config.weight_decay
     w, a = params(model), params(meta)
 
@@ -202,7 +203,8 @@ def naive_barrier_step(ctx, batch, K, rho, delta, xi, fd=True):
     lam = max(float(phi - dot(gw_F, gw_q) - dot(ga_F, ga_q)), 0.0) / (float(q2) + ctx.config.eps)
     d_w = {k: gw_F[k] + xi * lam * gw_q[k] for k in w}
     d_a = {k: ga_F[k] + xi * lam * ga_q[k] for k in a}
-    w_new = {k: w[k] - eta * (d_w[k] + wd * w[k]) for k in w}  # first SGD step (buffer = grad)
+    start = w if restore else wK
+    w_new = {k: start[k] - eta * (d_w[k] + wd * start[k]) for k in w}  # first SGD step (buffer = grad)
     lr_a = ctx.config.meta_lr
     a_new = {k: a[k] - lr_a * d_a[k] / (d_a[k].abs() + 1e-8) for k in a}  # first Adam step
     return w_new, a_new, lam, float((g0 - gK).detach())
@@ -214,7 +216,8 @@ def test_barrier_step_matches_naive_spec(method, K, fd):
     ctx = make_ctx(method, inner_steps=K, grad_q_w="fd" if fd else "partial")
     cfg = ctx.config
     batch = make_batch()
-    w_new, a_new, lam, gap = naive_barrier_step(ctx, batch, K, cfg.rho, cfg.delta, cfg.xi, fd)
+    w_new, a_new, lam, gap = naive_barrier_step(ctx, batch, K, cfg.rho, cfg.delta, cfg.xi, fd,
+                                                restore=method == "mlcbome")
     out = METHODS[method].step(ctx, batch)
     assert lam > 0  # the barrier is active, so xi and delta matter in this comparison
     torch.testing.assert_close(float(out["lambda"]), lam, rtol=1e-6, atol=1e-10)
@@ -226,7 +229,7 @@ def test_barrier_step_matches_naive_spec(method, K, fd):
 
 
 def test_ebomlc_with_mlcbome_settings_equals_mlcbome():
-    ebo = make_ctx("ebomlc", rho=1.0, inner_steps=5, xi=1.0, delta=0.5)
+    ebo = make_ctx("ebomlc", rho=1.0, inner_steps=5, xi=1.0, delta=0.5, departures="restore_w")
     bome = clone_ctx(ebo, method="mlcbome")
     assert bome.config.rho == 1.0 and bome.config.inner_steps == 5
     for seed in range(3):
@@ -251,7 +254,9 @@ def test_rho_one_makes_the_alignment_term_vanish():
 
 @pytest.mark.parametrize("method", ["ebomlc", "mlcbome", "mlc"])
 def test_inner_loop_never_touches_live_parameters_or_running_stats(method):
-    ctx = make_ctx(method)
+    # with restore_w the live weights at the SGD step are w itself; EBOMLC's default moves them to w_1 on
+    # purpose, after the inner loop (SPEC.md step 4, test_departures.py)
+    ctx = make_ctx(method, **({"departures": "restore_w"} if method == "ebomlc" else {}))
     batch = make_batch()
     w0 = params(ctx.model)
     # running statistics as updated by the live forwards at w only

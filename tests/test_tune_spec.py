@@ -214,26 +214,27 @@ def test_cluster_yaml_passes_rays_autoscaler_schema():
 
 def test_cases_naming_a_method_run_only_with_it_and_trials_get_one_thread_per_cpu():
     spec = load_spec({**GOOD, "cases": [{"method": "ce"}, {"method": "ebomlc", "variant": "paper"},
-                                        {"method": "ebomlc", "variant": "reference", "departures": ["-lookahead_step"]}]})
+                                        {"method": "ebomlc", "variant": "reference", "departures": ["-step_f_term"]}]})
     trials = [(c["method"], c["variant"], c["departures"], c["seed"]) for c in spec.trial_configs()]
     assert trials == [("ce", "paper", "", 1), ("ce", "paper", "", 2), ("ebomlc", "paper", "", 1),
-                      ("ebomlc", "paper", "", 2), ("ebomlc", "reference", "-lookahead_step", 1),
-                      ("ebomlc", "reference", "-lookahead_step", 2)]
+                      ("ebomlc", "paper", "", 2), ("ebomlc", "reference", "-step_f_term", 1),
+                      ("ebomlc", "reference", "-step_f_term", 2)]
     assert spec.swept_keys() == ["method", "variant", "departures", "seed"]
     assert {c["threads"] for c in spec.trial_configs()} == {1}
     assert load_spec({**GOOD, "resources": {"cpu": 4}}).trial_configs()[0]["threads"] == 4
     assert load_spec({**GOOD, "options": {**GOOD["options"], "threads": 2}}).trial_configs()[0]["threads"] == 2
 
 
-def test_variant_studies_cover_every_part_on_the_paper_and_off_the_reference():
-    from ebomlc.departures import PARTS
+def test_variant_studies_cover_every_part_on_the_restored_reading_and_off_the_reference():
+    from ebomlc.departures import AUTHORS_PARTS
 
     for name in ("variants_digits", "variants_cifar10_small", "variants_cifar10"):
         spec = load_spec(ROOT / "tune" / "studies" / f"{name}.yaml", check_trials=False)
         cases = [(c.get("variant"), c.get("departures", "")) for c in spec.cases if c.get("method") == "ebomlc"]
-        assert ("paper", "") in cases and ("reference", "") in cases
-        assert {d for v, d in cases if v == "paper"} >= set(PARTS)
-        removed = {d.lstrip("-") for v, d in cases if v == "reference" and d}
-        assert removed == set(PARTS), name  # on CIFAR-10 q_as_step (off in the reference) is added instead
+        assert {("paper", ""), ("restore_w", ""), ("reference", "")} <= set(cases)
+        # each authors' part alone on the restored-w reading; restore_w alone off it is the revised paper
+        assert {d for v, d in cases if v == "restore_w"} >= set(AUTHORS_PARTS)
+        toggled = {d.lstrip("-") for v, d in cases if v == "reference" and d}
+        assert toggled == set(AUTHORS_PARTS) | {"restore_w"}, name  # on CIFAR-10 q_as_step is added instead
         assert {c.get("method") for c in spec.cases} == {"ce", "mlc", "mlcbome", "ebomlc"}
         assert spec.grid["corruption_level"] == [0.4, 0.8] and len(spec.grid["seed"]) >= 2

@@ -58,7 +58,7 @@ def plain_twin(model: nn.Module) -> nn.Module:
 def make_ctx(method: str, seed: int = 0, lr: float = 0.3, arch: str = "mlp", **overrides) -> StepContext:
     torch.manual_seed(seed)
     model = (Tiny() if arch == "mlp" else TinyConv()).double()
-    # the paper's equations unless a test names another variant (the ebomlc preset is another one)
+    # the paper's equations (SPEC.md; the presets) unless a test names another variant
     cfg = TrainConfig(**{"method": method, "dataset": "digits", "main_lr": lr, "meta_lr": 1e-2, "variant": "paper",
                          **overrides}).resolved()
     meta = MetaNet(H, K, cls_dim=4, hidden=8, reference="reference_meta" in cfg.parts).double()

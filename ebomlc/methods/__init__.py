@@ -12,6 +12,8 @@ from .mwnet import mwnet_gradients, mwnet_step, weight_net
 METHODS: dict[str, Method] = {
     "ce": Method("ce", ce_step, union_batches=True,
                  description="cross-entropy on silver and gold as one set (lower bound)"),
+    "gold": Method("gold", ce_step, gold_only=True,
+                   description="cross-entropy on the gold set alone (the floor every meta method must beat)"),
     "mlc": Method("mlc", mlc_step, build_meta=label_corrector, corrects_labels=True,
                   description="Meta Label Correction, one-step look-ahead"),
     "mlcbome": Method("mlcbome", barrier_step, build_meta=label_corrector, corrects_labels=True,

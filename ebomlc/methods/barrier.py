@@ -1,8 +1,8 @@
 """Dynamic-barrier MLC: one first-order step, two presets (SPEC.md "Dynamic-barrier MLC").
 
 ``mlcbome`` (MLC-D): K = 5, rho = 1, delta = 0.5, xi = 1.  ``ebomlc``: K = 1, rho = 0.2,
-delta = 0.25, xi = 0.5. The step reads the set of departures from the paper's equations in force
-(``config.parts``, named in ``ebomlc.departures``); with none it follows SPEC.md. The barrier algebra
+delta = 0.25, xi = 0.5. The step reads the set of named parts in force (``config.parts``, named in
+``ebomlc.departures``); with none it follows SPEC.md for EBOMLC (MLC-D's preset adds ``restore_w``). The barrier algebra
 is in pure functions on flat vectors (:func:`barrier_lambda`, :func:`barrier_direction`) so it can be
 checked in isolation.
 """
@@ -93,7 +93,8 @@ def barrier_step(ctx: StepContext, batch: Batch) -> dict[str, torch.Tensor]:
     2. ``q = g(w, a) - g(w_K, a)``, ``grad q = [grad_w q; grad_a q]`` (``grad_w q`` finite-difference
        ``fd`` or ``partial``);
     3. ``lambda`` from :func:`barrier_lambda`;
-    4. ``d = grad F + xi lambda grad q`` into ``.grad``; SGD on ``w``, Adam on ``a``.
+    4. ``d = grad F + xi lambda grad q`` into ``.grad``; SGD on ``w`` from ``w_K`` (from the restored
+       ``w`` with the part ``restore_w``, MLC-D's preset), Adam on ``a``.
 
     Each part in ``config.parts`` changes only what it names (``ebomlc.departures.PARTS``).
     """
@@ -160,7 +161,7 @@ def barrier_step(ctx: StepContext, batch: Batch) -> dict[str, torch.Tensor]:
         w=flat([p.detach() for p in w]) if uses_step else None, w_look=flat(w_k) if uses_step else None,
         momentum_buf=flat_grads(momentum_bufs, w) if uses_step else None,
         eta=eta, mu=mu, wd=wd, delta=cfg.delta, xi=cfg.xi, eps=cfg.eps)
-    if "lookahead_step" in parts:  # the authors' code steps from the look-ahead weights
+    if "restore_w" not in parts:  # SPEC.md step 4: the main model keeps its inner step (EBOMLC; MLC-D restores w)
         with torch.no_grad():
             for p, t in zip(w, w_k):
                 p.copy_(t)

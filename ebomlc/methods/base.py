@@ -70,5 +70,6 @@ class Method:
     build_meta: MetaFactory | None = None
     corrects_labels: bool = False  # the meta model maps (feature, noisy label) to a corrected label
     union_batches: bool = False  # True: batches of silver+gold as one training set (``ce``)
+    gold_only: bool = False  # True: batches from the gold set alone, as many steps per epoch as a silver epoch
     on_epoch_start: Callable[[Any], None] | None = None
     description: str = ""

@@ -190,6 +190,9 @@ class Trainer:
         return normalize(random_crop_flip(x, d.pad, d.flip, self.generator), d.mean, d.std)
 
     def _batch(self, index: torch.Tensor) -> Batch:
+        if self.method.gold_only:  # ``index`` only paces the epoch: no silver image is read
+            gold = self.gold_stream.next(len(index))
+            return Batch(self._augment(self.data.x_gold[gold]), self.data.y_gold[gold])
         if self.method.union_batches:
             return Batch(self._augment(self.x_train[index]), self.y_train[index])
         gold = self.gold_stream.next(len(index))
