@@ -214,3 +214,42 @@ def test_a_folder_study_names_its_classes_in_the_rank_table(ray_session, tmp_pat
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == list(SHAPES)
     assert [t.get_text() for t in ax.get_yticklabels()] == list(SHAPES)
+
+
+def test_a_trial_of_the_cpu_cifar10_benchmark_and_ebomlc_train_give_identical_metrics(ray_session, tmp_path):
+    """``variants_cifar10_cpu.yaml``'s default-EBOMLC case as a study trial and as ``ebomlc train`` with its
+    options (on a small CIFAR-10-shaped image folder, capped steps): the same numbers, epoch by epoch."""
+    import csv
+
+    import torch
+
+    from ebomlc import TrainConfig
+    from ebomlc.data.sources import CIFAR10_CLASSES
+    from ebomlc.train import train_run
+
+    from .test_folders import write_folder
+
+    data = write_folder(tmp_path / "cifar", CIFAR10_CLASSES, 50, 5, size=(32, 32), mode="RGB")
+    spec = yaml.safe_load((ROOT / "tune" / "studies" / "variants_cifar10_cpu.yaml").read_text())
+    (case,) = [c for c in spec["cases"] if c == {"method": "ebomlc", "variant": "paper"}]
+    spec.update(name="cpu_bench", data_dir=str(data), methods=["ebomlc"], cases=[case],
+                grid={"corruption_level": [0.4], "seed": [1]})
+    spec["options"].update(train_subset=500, epochs=2, max_steps_per_epoch=2, eval_subset=50)
+    path = run_study(spec, storage=str(tmp_path), progress=False)
+    (trial,) = trial_dirs(path)
+    params = json.loads((trial / "params.json").read_text())
+    assert params["image_size"] == 8 and params["gold_fraction"] == 0.02 and params["threads"] == 1
+    before = torch.get_num_threads()
+    try:
+        summary = train_run(TrainConfig.from_dict(params), tmp_path / "cli", progress=False)
+    finally:
+        torch.set_num_threads(before)
+    trial_rows = results(trial)
+    with open(tmp_path / "cli" / "metrics.csv") as f:
+        cli_rows = list(csv.DictReader(f))
+    assert len(cli_rows) == len(trial_rows) == 2 and summary["final_test_acc"] == trial_rows[-1]["test_acc"]
+    timing = {"epoch_time", "train_time", "eval_time"}
+    for ours, theirs in zip(cli_rows, trial_rows):
+        keys = set(ours) - timing
+        assert keys <= set(theirs) and {"test_acc", "lc_acc", "lambda", "upper_loss"} <= keys
+        assert all(float(ours[k]) == float(theirs[k]) for k in keys), ours
