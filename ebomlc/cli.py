@@ -11,6 +11,7 @@ from typing import Sequence
 
 from .config import TrainConfig
 from .departures import PARTS, VARIANTS
+from .methods import METHODS
 from .errors import EbomlcError
 
 
@@ -24,7 +25,8 @@ class _Parser(argparse.ArgumentParser):
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     g = p.add_argument_group("run (names and meanings as in the authors' reference code)")
-    g.add_argument("--method", default=d.method, help="ce | mlc | mlcbome | ebomlc | glc | l2rw | mwnet (default: %(default)s)")
+    g.add_argument("--method", default=d.method,
+                   help=" | ".join(METHODS) + " (gold: CE on the gold set alone, the floor) (default: %(default)s)")
     g.add_argument("--dataset", default=d.dataset,
                    help="digits (built in) | cifar10 | cifar100 | folder (any image folder given by --data_dir: "
                         "train/<class>/*, test/<class>/*; runs are named after the folder) (default: %(default)s)")
