@@ -304,3 +304,15 @@ def test_analyze_names_the_choosing_metric_and_picks_the_pbt_best_by_validation(
     analysis.analyze(pbt)
     doc = (pbt / "analysis" / "rank_table.md").read_text()
     assert "Chosen by `val_acc` (on validation): population based training" in doc and "**50.00%**" in doc
+
+
+def test_fit_correct_holds_out_a_noisy_validation_set(digits):
+    from ebomlc.api import fit_correct
+
+    x, y = digits.x_train[:300], digits.y_train[:300]
+    noisy = np.where(np.arange(300) % 3 == 0, (y + 3) % 10, y)
+    gold = np.arange(0, 300, 10) + 1
+    table = fit_correct(x, noisy, gold, epochs=1, max_steps_per_epoch=2, bs=50, val_fraction=0.1, val_source="noisy")
+    summary = table.attrs["summary"]
+    assert summary["n_val"] == 30 and summary["val_source"] == "noisy" and "val_acc" in table.attrs["history"][-1]
+    assert len(table) == 300 - 30 - 30 and not set(table["index"]) & set(gold)  # silver only: no validation image
