@@ -33,7 +33,7 @@ variants: $(STAMP)
 	@echo "study in runs/studies/variants_digits; tables and plots in runs/studies/variants_digits/analysis"
 
 # Population based training of rho, xi, delta, meta_lr on digits and its fixed twin on the same budget
-# (docs/pbt.md); 8 + 8 trials of 30 epochs, ~8 min on 2 cores.
+# (docs/pbt.md), both choosing on a held-out validation set; 8 + 8 trials of 30 epochs, ~8 min on 2 idle cores.
 pbt: $(STAMP)
 	rm -rf runs/studies/pbt_digits runs/studies/pbt_digits_fixed
 	$(PY) -m ebomlc study run tune/studies/pbt_digits.yaml

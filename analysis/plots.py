@@ -17,7 +17,7 @@ from matplotlib.ticker import MaxNLocator
 from ebomlc.errors import EbomlcError
 
 from .load import setting_order
-from .results import (by_dataset, class_names, scheduled_params, final_results, format_value, method_labels, method_name, one_dataset, param_column,
+from .results import (by_dataset, class_names, scheduled_params, final_results, selection, format_value, method_labels, method_name, one_dataset, param_column,
                       param_name, settings, swept_params, value_key)
 
 ACC_LABEL = "final test accuracy (%)"
@@ -298,14 +298,16 @@ def plot_time(final: pd.DataFrame, path: str | Path, also: Sequence[str] = ()) -
 def plot_schedule(df: pd.DataFrame, param: str, path: str | Path, final: pd.DataFrame | None = None,
                   also: Sequence[str] = ()) -> Figure:
     """The value of ``param`` in force at each epoch (``current_<param>``) of every trial of a population
-    (thin grey lines) and of the best trial (by final test accuracy, bold), with the best trial's test
-    accuracy on a second axis."""
+    (thin grey lines) and of the best trial (bold; by the study's metric, e.g. final ``val_acc``, and by final
+    test accuracy only when the study has no other), with the best trial's test accuracy on a second axis."""
     column = f"current_{param}"
     if column not in df.columns:
         raise EbomlcError(f"no per-epoch values of {param} in this study (recorded only for options a "
                           f"population schedule mutates; recorded: {', '.join(scheduled_params(df)) or 'none'})")
     final = final_results(df) if final is None else final
-    best = final.loc[final["final_test_acc"].idxmax(), "trial_dir"] if final["final_test_acc"].notna().any() else None
+    metric, by, high = selection(final)
+    scores = final[by].where(final["final_test_acc"].notna())
+    best = final.loc[scores.idxmax() if high else scores.idxmin(), "trial_dir"] if scores.notna().any() else None
     fig = Figure(figsize=(6.4, 3.8), layout="constrained")
     ax = fig.subplots()
     rows = df[df["epoch"].notna() & df[column].notna()]
@@ -316,7 +318,7 @@ def plot_schedule(df: pd.DataFrame, param: str, path: str | Path, final: pd.Data
     if best is not None:
         part = rows[rows["trial_dir"] == best].sort_values("epoch")
         ax.step(part["epoch"], part[column], where="post", color="C0", linewidth=2.2,
-                label=f"best trial ({final.loc[final['trial_dir'] == best, 'final_test_acc'].iloc[0] * 100:.2f}%)")
+                label=f"best trial by {metric} (test {final.loc[final['trial_dir'] == best, 'final_test_acc'].iloc[0] * 100:.2f}%)")
         acc = ax.twinx()
         acc.plot(part["epoch"], part["test_acc"] * 100, color="C1", linewidth=1.2, linestyle="--",
                  label="best trial's test accuracy")

@@ -12,7 +12,7 @@ from ebomlc.errors import EbomlcError
 from .load import STATUSES, load_study, save_parquet
 from .plots import plot_ablation, plot_curves, plot_label_correction, plot_schedule, plot_time
 from .results import (by_dataset, class_names, datasets, final_results, missing_cells, param_name,
-                      scheduled_params, settings, swept_params)
+                      scheduled_params, selection, settings, swept_params)
 from .tables import rank_table, to_latex, to_markdown
 
 MAX_ECHOED_MISSING = 20
@@ -35,10 +35,42 @@ def _missing_text(missing: pd.DataFrame) -> list[str]:
             else f"{r.method} at {r.setting}: {r.note}" for r in missing.itertuples()]
 
 
+def chosen_by(final: pd.DataFrame) -> str:
+    """One sentence on what chose what in a study: nothing (a grid runs every setting), or the search /
+    early stopping / population schedule and the metric it chose by (``study.yaml``)."""
+    spec = final.attrs.get("study") or {}
+    metric = spec.get("metric") or "test_acc"
+    on = "validation" if str(metric).startswith("val_") else "the test set" if str(metric).startswith("test_") else \
+        "training labels"
+    if spec.get("scheduler"):
+        return (f"Chosen by `{metric}` (on {on}): population based training copied the weights and options of the "
+                f"trials best by it into the others. The cells report test accuracy, which chose nothing.")
+    search = spec.get("search")
+    if search:
+        stop = " and ASHA stopped trials" if search.get("scheduler") else ""
+        return (f"Chosen by `{metric}` (on {on}): {search.get('algorithm', 'optuna')} proposed the trials{stop} by it. "
+                f"The cells report test accuracy, which chose nothing.")
+    return ("Chosen by: nothing; a grid runs every setting. The table ranks methods by final test accuracy "
+            "(the paper's tables).")
+
+
+def best_val_document(part: pd.DataFrame, table: pd.DataFrame) -> list[str]:
+    """Markdown of the second table of a study with a validation set: test accuracy at each trial's epoch of
+    highest ``val_acc`` (the protocol of the reference codes), with where the validation labels come from."""
+    sources = sorted({str(v) for v in part.get("val_source", pd.Series(dtype=object)).dropna()
+                      if part["test_at_best_val"].notna().any()})
+    held = " (the gold set itself, which training sees: not held out)" if sources == ["gold_reused"] else \
+        " (held out of training)" if "gold_reused" not in sources else ""
+    return ["", "## Test accuracy at the best validation epoch", "",
+            f"Cells: mean ± std over seeds of the test accuracy (%) at the epoch of each trial's highest `val_acc`: "
+            f"validation chose the epoch, test accuracy chose nothing. Validation labels: "
+            f"{', '.join(sources) or 'none'}{held}.", "", to_markdown(table)]
+
+
 def table_document(part: pd.DataFrame, dataset: str | None, table: pd.DataFrame, missing: pd.DataFrame,
                    study: str | None = None) -> str:
-    """The Markdown report of one dataset (``part``: its trials): the rank table, how to read it, and its
-    missing cells (``table`` and ``missing`` from :func:`rank_table` and :func:`missing_cells` of ``part``)."""
+    """The Markdown report of one dataset (``part``: its trials): the rank table, how to read it, what chose
+    what, and its missing cells (``table`` and ``missing`` from :func:`rank_table` and :func:`missing_cells`)."""
     title = f"Final test accuracy on {dataset}" if dataset else "Final test accuracy"
     lines = [f"# {title}", ""]
     names = class_names(part)
@@ -49,7 +81,7 @@ def table_document(part: pd.DataFrame, dataset: str | None, table: pd.DataFrame,
         lines += [f"Study `{study}`, {status_line(part)}.", ""]
     lines += ["Cells: mean ± std of the final test accuracy (%) over seeds, finished trials only; "
               "bold: best per column; Avg. Rank: mean rank over the settings (1 = best, ties share the "
-              "average rank); Time: mean training time of a trial.", "", to_markdown(table)]
+              "average rank); Time: mean training time of a trial.", "", chosen_by(part), "", to_markdown(table)]
     if missing.empty:
         lines += ["All cells complete."]
     else:
@@ -76,35 +108,48 @@ def population_lines(df: pd.DataFrame, final: pd.DataFrame, fixed: pd.DataFrame 
     mean, and with ``fixed`` (the final results of a study of fixed settings on the same budget) each
     fixed setting's mean over its trials, best first."""
     params = scheduled_params(df)
-    done = final[final["finished"] & final["final_test_acc"].notna()]
+    metric, column, high = selection(final)
+    done = final[final["finished"] & final["final_test_acc"].notna() & final[column].notna()]
     if not params or done.empty:
         return []
-    best = done.loc[done["final_test_acc"].idxmax()]
+    best = done.loc[done[column].idxmax() if high else done[column].idxmin()]
     rows = df[(df["trial_dir"] == best["trial_dir"]) & df["epoch"].notna()].sort_values("epoch")
     acc = done["final_test_acc"] * 100
     lines = ["", "## Population based training", "",
              f"Population of {len(final)} trials; the options {', '.join(param_name(p) for p in params)} changed "
-             f"during training. Final test accuracy: best trial **{best['final_test_acc'] * 100:.2f}%**, population "
+             f"during training. Final test accuracy: trial best by final `{metric}` "
+             f"**{best['final_test_acc'] * 100:.2f}%** ({metric} {best[column]:.4f}), population "
              f"{acc.mean():.2f} ± {acc.std(ddof=1) if len(acc) > 1 else 0.0:.2f}% (mean ± std over {len(acc)} "
-             f"finished trials).", "", "The best trial's schedule (value in force at each epoch):", ""]
+             f"finished trials).", "", f"The schedule of the trial best by `{metric}` (value in force at each epoch):",
+             ""]
     for p in params:
         values = [f"{float(v):.3g}" for v in rows[f"current_{p}"]]
         lines.append(f"- {param_name(p)}: " + " → ".join(f"{v} (ep {int(e)})" for v, e, prev in
                                                          zip(values, rows["epoch"], [None, *values]) if v != prev))
     if fixed is not None:
-        done_fixed = fixed[fixed["finished"] & fixed["final_test_acc"].notna()]
-        stats = done_fixed.groupby("method_label", sort=False)["final_test_acc"].agg(["mean", "std", "count"])
-        stats = stats.sort_values("mean", ascending=False)
+        fixed_column = column if column in fixed and fixed[column].notna().any() else "final_test_acc"
+        fixed_metric = metric if fixed_column == column else "test_acc"
+        done_fixed = fixed[fixed["finished"] & fixed["final_test_acc"].notna() & fixed[fixed_column].notna()]
+        groups = done_fixed.groupby("method_label", sort=False)
+        stats = groups["final_test_acc"].agg(["mean", "std", "count"]).join(groups[fixed_column].mean().rename("chosen"))
+        stats = stats.sort_values("chosen", ascending=not high if fixed_column == column else False)
         epochs = int(pd.to_numeric(done_fixed["epochs"]).max()) if "epochs" in done_fixed and len(done_fixed) else 0
         lines += ["", f"Fixed settings of the same budget (study `{fixed_name}`: {len(fixed)} trials of {epochs} "
-                      f"epochs), final test accuracy, mean ± std over their trials, best first:", "",
-                  "| Setting | Final test acc. (%) | Trials |", "| :-- | --: | --: |"]
-        lines += [f"| {label} | {r['mean'] * 100:.2f} ± {0.0 if pd.isna(r['std']) else r['std'] * 100:.2f} | "
-                  f"{int(r['count'])} |" for label, r in stats.iterrows()]
+                      f"epochs), mean over their trials, best by mean final `{fixed_metric}` first:", "",
+                  f"| Setting | Final {fixed_metric} | Final test acc. (%) | Trials |", "| :-- | --: | --: | --: |"]
+        lines += [f"| {label} | {r['chosen']:.4f} | {r['mean'] * 100:.2f} ± "
+                  f"{0.0 if pd.isna(r['std']) else r['std'] * 100:.2f} | {int(r['count'])} |"
+                  for label, r in stats.iterrows()]
         if len(stats):
             gap = best["final_test_acc"] - stats["mean"].iloc[0]
-            lines += ["", f"PBT's best trial minus the best fixed setting's mean: {gap * 100:+.2f} points "
-                          f"(both picked by final test accuracy)."]
+            pooled = done_fixed["final_test_acc"].mean()
+            same = fixed_metric == metric
+            lines += ["", f"PBT's best trial minus the best fixed setting's mean, on final test accuracy: "
+                          f"{gap * 100:+.2f} points (PBT's trial chosen by `{metric}`, the fixed setting by "
+                          f"`{fixed_metric}`{'' if same else ': the fixed study has no validation set'}; test "
+                          f"accuracy chose {'nothing' if metric.startswith('val_') and same else 'something'}). "
+                          f"Without choosing: population mean minus the mean of every fixed trial "
+                          f"{(done['final_test_acc'].mean() - pooled) * 100:+.2f} points."]
     return lines
 
 
@@ -139,6 +184,11 @@ def analyze(path: str | Path, out: str | Path | None = None,
         lines += _missing_text(missing)
         doc = out / f"rank_table{tag}.md"
         extra = population_lines(df[df["trial_dir"].isin(part["trial_dir"])], part, fixed, compare_name)
+        if not extra and part["test_at_best_val"].notna().any():  # a grid or search with a validation set
+            at_best = rank_table(part, name, metric="test_at_best_val")
+            extra = best_val_document(part, at_best)
+            written.append(out / f"rank_table_best_val{tag}.tex")
+            written[-1].write_text(to_latex(at_best))
         doc.write_text(table_document(part, name, table, missing, study) + "".join(f"{line}\n" for line in extra))
         tex = out / f"rank_table{tag}.tex"
         tex.write_text(to_latex(table))

@@ -118,9 +118,19 @@ def _last(series: pd.Series) -> Any:
     return values.iloc[-1] if len(values) else np.nan
 
 
+def _at_best_val(reported: pd.DataFrame) -> tuple[float, float]:
+    """``(epoch, test_acc)`` of the first reported epoch of highest ``val_acc`` (NaN without one)."""
+    if "val_acc" not in reported or not reported["val_acc"].notna().any():
+        return np.nan, np.nan
+    row = reported.loc[reported["val_acc"].idxmax()]
+    return float(row["epoch"]), float(row["test_acc"])
+
+
 def final_results(df: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: config, ``status``, ``finished``, ``last_epoch``, ``final_test_acc``
-    (test accuracy at the last reported epoch), ``best_test_acc``, ``train_time`` (seconds),
+    (test accuracy at the last reported epoch), ``best_test_acc``, ``final_val_acc`` and ``final_val_loss``,
+    ``best_val_epoch`` and ``test_at_best_val`` (the test accuracy at the first epoch of highest
+    ``val_acc``; NaN without a validation set), ``train_time`` (seconds),
     ``seconds_per_epoch``, ``lc_acc``, ``lc_matrix`` and ``class_names`` (last reported), ``method_label`` and
     ``method_key``.
     """
@@ -136,6 +146,9 @@ def final_results(df: pd.DataFrame) -> pd.DataFrame:
         for column, name in (("test_acc", "final_test_acc"), ("lc_acc", "lc_acc")):
             record[name] = _last(reported[column]) if column in reported else np.nan
         record["best_test_acc"] = reported["test_acc"].max() if "test_acc" in reported else np.nan
+        for column in ("val_acc", "val_loss"):
+            record[f"final_{column}"] = _last(reported[column]) if column in reported else np.nan
+        record["best_val_epoch"], record["test_at_best_val"] = _at_best_val(reported.sort_values("epoch"))
         if "train_time" in reported and reported["train_time"].notna().any():
             record["train_time"] = _last(reported["train_time"])
         else:
@@ -163,6 +176,23 @@ def _sortable(value: Any) -> tuple:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (0, float(value), "")
     return (1, 0.0, str(value))
+
+
+#: The ``final_results`` column holding each trial's final value of a study metric.
+METRIC_COLUMNS = {"test_acc": "final_test_acc", "test_loss": None, "val_acc": "final_val_acc",
+                  "val_loss": "final_val_loss", "lc_acc": "lc_acc"}
+
+
+def selection(final: pd.DataFrame) -> tuple[str, str, bool]:
+    """``(metric, column, higher_is_better)``: the study's metric (``study.yaml``; ``test_acc`` when unknown)
+    and the ``final_results`` column of its final value, by which a trial or setting is picked as best.
+    A metric without a final column (``test_loss``, ``lc_acc_clean``) falls back to ``final_test_acc``."""
+    spec = final.attrs.get("study") or {}
+    metric = str(spec.get("metric") or "test_acc")
+    column = METRIC_COLUMNS.get(metric)
+    if column is None or column not in final or not final[column].notna().any():
+        return "test_acc", "final_test_acc", True
+    return metric, column, str(spec.get("mode") or ("min" if metric.endswith("_loss") else "max")) == "max"
 
 
 def sort_final(final: pd.DataFrame) -> pd.DataFrame:

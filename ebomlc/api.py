@@ -105,7 +105,8 @@ def fit_correct(x: np.ndarray, noisy_labels: Sequence[int], gold_indices: Sequen
     config = TrainConfig(method=method, dataset="digits" if small else "cifar10", epochs=epochs, seed=seed,
                          device=device, **options).resolved()
     dev = resolve_device(config.device)
-    data = build_labelled_data(raw, given, config.gold_fraction, config.data_seed, dev, clean=clean, gold=gold)
+    data = build_labelled_data(raw, given, config.gold_fraction, config.data_seed, dev, clean=clean, gold=gold,
+                               val_fraction=config.val_fraction, val_source=config.val_source)
     trainer = Trainer(config, data=data, device=dev)
     while trainer.epoch < config.epochs:
         row = trainer.run_epoch()

@@ -40,6 +40,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="noise level r in [0, 1] (default: %(default)s)")
     g.add_argument("--gold_fraction", type=float, default=d.gold_fraction,
                    help="fraction of training images kept clean as the gold set (default: %(default)s)")
+    g.add_argument("--val_fraction", type=float, default=d.val_fraction,
+                   help="fraction of training images held out as a class-balanced, seeded validation set that is "
+                        "never trained on; each evaluation then reports val_acc and val_loss, and summary.json the "
+                        "best validation epoch and the test accuracy there (default: %(default)s = no validation set)")
+    g.add_argument("--val_source", default=d.val_source, choices=["clean", "noisy", "gold_reused"],
+                   help="labels of the validation set: clean (held out of the trusted images before the gold split), "
+                        "noisy (held out of the silver images with their noisy labels: no extra clean data needed), "
+                        "or gold_reused (the gold set itself, which training sees: NOT held out; the reference "
+                        "codes' choice; takes no --val_fraction) (default: %(default)s)")
     g.add_argument("--epochs", type=int, default=None, help="epochs over the silver set (default: 120)")
     g.add_argument("--main_lr", type=float, default=d.main_lr, help="SGD learning rate (default: %(default)s)")
     g.add_argument("--meta_lr", type=float, default=d.meta_lr, help="meta-model Adam learning rate (default: %(default)s)")
@@ -171,6 +180,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
     accuracy = ("no evaluation" if summary["final_test_acc"] is None else
                 f"final test accuracy {summary['final_test_acc']:.4f} (best {summary['best_test_acc']:.4f} at epoch "
                 f"{summary['best_epoch']})")
+    if summary.get("best_val_epoch") is not None:
+        accuracy += (f"; test accuracy {summary['test_acc_at_best_val']:.4f} at the best validation epoch "
+                     f"{summary['best_val_epoch']} (val_acc {summary['best_val_acc']:.4f})")
     print(f"{accuracy}, {summary['train_time']:.1f}s training, {summary['wall_time']:.1f}s in all; results in {out}")
     return 0
 

@@ -18,6 +18,9 @@ DATASETS = ("digits", "cifar10", "cifar100")  # built in; any other name is an i
 CORRUPTION_TYPES = ("unif", "flip", "asym", "instance")
 MODELS = ("auto", "small_cnn", "resnet32", "resnet18")
 GRAD_Q_W = ("fd", "partial")
+#: Where validation images and labels come from: held out from the trusted (clean) images, held out from
+#: silver with their noisy labels, or the gold set itself reused (the reference codes' choice; not held out).
+VAL_SOURCES = ("clean", "noisy", "gold_reused")
 
 # SPEC.md preset table: K, rho, delta, xi, grad_q_w. Methods without a barrier leave them unset
 # (``mlc`` uses only K, its look-ahead length).
@@ -48,6 +51,8 @@ class TrainConfig:
     corruption_type: str = "unif"
     corruption_level: float = 0.4
     gold_fraction: float = 0.02
+    val_fraction: float = 0.0  # class-balanced validation images held out of training (0: no validation set)
+    val_source: str = "clean"  # clean | noisy | gold_reused (VAL_SOURCES)
     epochs: int = 120
     main_lr: float = 0.1
     meta_lr: float = 3e-4
@@ -114,6 +119,12 @@ class TrainConfig:
             c.data_seed = c.seed
         _check_range("corruption_level", c.corruption_level, 0.0, 1.0)
         _check_range("gold_fraction", c.gold_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        _check_range("val_fraction", c.val_fraction, 0.0, 1.0, high_open=True)
+        if c.val_source not in VAL_SOURCES:
+            raise ConfigError(f"unknown val_source {c.val_source!r}; choose one of: {', '.join(VAL_SOURCES)}")
+        if c.val_source == "gold_reused" and c.val_fraction:
+            raise ConfigError(f"--val_source gold_reused validates on the gold set itself and holds nothing out; "
+                              f"drop --val_fraction {c.val_fraction:g} (or use --val_source clean or noisy)")
         for name, high in (("rho", 1.0), ("delta", math.inf), ("xi", math.inf)):
             if getattr(c, name) is not None:
                 _check_range(name, getattr(c, name), 0.0, high)
@@ -145,6 +156,11 @@ class TrainConfig:
     def parts(self) -> frozenset[str]:
         """The named barrier-step parts in force (``ebomlc.departures.PARTS``)."""
         return resolve_parts(self.variant, parse_departures(self.departures), self.dataset, self.method)
+
+    @property
+    def has_validation(self) -> bool:
+        """True when runs of this config report ``val_acc``/``val_loss`` (a held-out set, or gold reused)."""
+        return self.val_source == "gold_reused" or self.val_fraction > 0
 
     @property
     def labels_from_file(self) -> bool:

@@ -54,7 +54,7 @@ class Progress:
         if not self.enabled:
             return
         parts = [f"{self.label} epoch {row['epoch']}/{self.epochs}"]
-        for key in ("test_acc", "test_loss", "train_loss", "upper_loss", "lower_loss", "lambda", "lc_acc"):
+        for key in ("test_acc", "test_loss", "val_acc", "train_loss", "upper_loss", "lower_loss", "lambda", "lc_acc"):
             if key in row:
                 parts.append(f"{key} {row[key]:.4f}" if key.endswith("acc") else f"{key} {row[key]:.4g}")
         parts.append(f"lr {row['lr']:.3g}")

@@ -24,7 +24,7 @@ from tune.spec import load_spec
 
 from .studies import ROOT, results, trial_dirs
 
-FAST = {"gold_fraction": 0.05, "device": "cpu", "data_seed": 1}
+FAST = {"gold_fraction": 0.05, "device": "cpu", "data_seed": 1, "val_fraction": 0.1}  # PBT chooses on val_acc
 SCHEDULE = {"type": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5,
             "mutations": {"rho": {"uniform": [0.0, 1.0]}, "meta_lr": {"loguniform": [1e-4, 1e-2]}}}
 

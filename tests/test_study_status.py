@@ -163,7 +163,7 @@ def test_planned_trials_follow_methods_cases_and_grid():
                                 {"corruption_level": 0.2}], "grid": {"seed": [1, 2]}})
     assert spec.num_trials == len(spec.trial_configs()) == 8
     assert spec.planned_epochs() == [c["epochs"] for c in spec.trial_configs()] == [3, 3, 120, 120, 5, 5, 120, 120]
-    search = load_spec({"name": "s", "dataset": "digits", "methods": ["ebomlc"], "options": {"epochs": 4},
+    search = load_spec({"name": "s", "dataset": "digits", "methods": ["ebomlc"], "options": {"epochs": 4, "val_fraction": 0.1},
                         "search": {"num_samples": 5, "space": {"rho": {"uniform": [0.0, 1.0]}}}})
     assert search.num_trials == 5 and search.planned_epochs() == [4] * 5
 

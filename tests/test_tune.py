@@ -114,7 +114,8 @@ def test_a_diverging_trial_errors_and_the_study_goes_on(ray_session, tmp_path, c
 
 
 def test_optuna_search_with_asha(ray_session, tmp_path):
-    spec = {"name": "search", "dataset": "digits", "methods": ["ebomlc"], "options": {**FAST, "epochs": 3},
+    spec = {"name": "search", "dataset": "digits", "methods": ["ebomlc"],
+            "options": {**FAST, "epochs": 3, "val_fraction": 0.1},
             "search": {"num_samples": 3, "seed": 0, "scheduler": {"type": "asha", "grace_period": 1},
                        "space": {"rho": {"uniform": [0.0, 1.0]}, "inner_steps": {"int": [1, 2]}}}}
     path = run_study(spec, storage=str(tmp_path), progress=False)
@@ -125,6 +126,7 @@ def test_optuna_search_with_asha(ray_session, tmp_path):
     for trial in trial_dirs(path):
         params = json.loads((trial / "params.json").read_text())
         assert params["method"] == "ebomlc" and params["dataset"] == "digits" and "rho" in params
+        assert all(0.0 <= r["val_acc"] <= 1.0 for r in results(trial))  # what the search chose by
 
 
 def test_killed_driver_resumes_every_trial_from_its_checkpoint(ray_session, tmp_path):

@@ -98,7 +98,8 @@ def test_bad_specs_are_rejected_naming_the_key(change, message):
     assert message in text and "\n" not in text, text
 
 
-SEARCH = {"name": "s", "dataset": "digits", "methods": ["ebomlc"], "options": {"gold_fraction": 0.05, "epochs": 4},
+SEARCH = {"name": "s", "dataset": "digits", "methods": ["ebomlc"],
+          "options": {"gold_fraction": 0.05, "epochs": 4, "val_fraction": 0.1},
           "search": {"num_samples": 2, "space": {"rho": {"uniform": [0.0, 1.0]}}}}
 BAD_SEARCH = [
     ({"space": {"rho": {"uniform": [0.0, 2.0]}}}, "search.space.rho: --rho must lie in [0, 1], got 2.0"),

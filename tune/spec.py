@@ -28,9 +28,12 @@ OPTIONS: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(Train
                            if f.name not in ("method", "runid")}
 #: Options a search may not sample: they name the problem, not a hyperparameter.
 NOT_SEARCHABLE = ("dataset", "data_dir", "download", "device", "seed", "data_seed", "corruption_type",
-                  "noisy_labels", "gold_indices", "noise_file", "noise_key", "noise_index", "image_size")
-#: Metrics every method reports, and those only label-correcting methods (mlc, mlcbome, ebomlc) report.
+                  "noisy_labels", "gold_indices", "noise_file", "noise_key", "noise_index", "image_size",
+                  "val_fraction", "val_source")
+#: Metrics every method reports, those of trials with a validation set (``val_fraction`` or
+#: ``val_source: gold_reused``), and those only label-correcting methods (mlc, mlcbome, ebomlc) report.
 COMMON_METRICS = ("test_acc", "test_loss")
+VAL_METRICS = ("val_acc", "val_loss")
 LABEL_CORRECTION_METRICS = ("lc_acc", "lc_acc_clean", "lc_acc_corrupted")
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 SEARCH_ALGORITHMS = ("optuna", "random")
@@ -286,12 +289,20 @@ def _parse(raw: dict[str, Any], default_name: str | None, check_trials: bool = T
         if len(methods) != 1:
             raise ConfigError(f"methods: a search tunes one method, got {len(methods)} ({', '.join(methods)})")
 
-    metric = raw.get("metric", "test_acc")
-    allowed = COMMON_METRICS + (LABEL_CORRECTION_METRICS if all(METHODS[m].corrects_labels for m in methods) else ())
+    chooses = search is not None or raw.get("scheduler") is not None
+    metric = raw.get("metric", "val_acc" if chooses else "test_acc")
+    allowed = COMMON_METRICS + VAL_METRICS + (
+        LABEL_CORRECTION_METRICS if all(METHODS[m].corrects_labels for m in methods) else ())
     if metric not in allowed:
         raise ConfigError(f"metric: {metric!r} is not reported by every trial of this study; "
                           f"choose one of: {', '.join(allowed)}")
-    mode = raw.get("mode", "min" if metric == "test_loss" else "max")
+    if chooses and metric in COMMON_METRICS:
+        what = ("a population schedule copies the weights of the trials best by it" if raw.get("scheduler") is not None
+                else "a search proposes and stops trials by it")
+        raise ConfigError(f"metric: {metric} is measured on the test set, and {what}, which fits the choice to the "
+                          f"test set (its test accuracy is then optimistic); write `metric: val_{metric[5:]}` and hold "
+                          f"out a validation set with options.val_fraction (e.g. 0.1)")
+    mode = raw.get("mode", "min" if metric.endswith("_loss") else "max")
     if mode not in ("max", "min"):
         raise ConfigError(f"mode: must be max or min, got {mode!r}")
 
@@ -304,7 +315,7 @@ def _parse(raw: dict[str, Any], default_name: str | None, check_trials: bool = T
     if not any("threads" in place for place in (options, grid, *cases, search.space if search else {})):
         options["threads"] = max(1, int(cpu))  # what Ray gives a trial; recorded, so a CLI run can match it
     if search is not None and search.scheduler and int(options.get("eval_every", 1)) > 1:
-        raise ConfigError("options.eval_every: early stopping (search.scheduler) compares test accuracy every "
+        raise ConfigError(f"options.eval_every: early stopping (search.scheduler) compares {metric} every "
                           "epoch; use eval_every 1 or drop the scheduler")
     max_concurrent = raw.get("max_concurrent")
     if max_concurrent is not None:
@@ -346,9 +357,18 @@ def _parse(raw: dict[str, Any], default_name: str | None, check_trials: bool = T
     if not check_trials:
         return spec
     if search is None:
-        spec.trial_configs()  # resolves (validates) every trial's options
+        configs = spec.trial_configs()  # resolves (validates) every trial's options
     else:
         _check_search_bounds(spec)
+        configs = [spec.base_config()]
+    if metric in VAL_METRICS:
+        without = next((c for c in configs if not TrainConfig.from_dict(c).has_validation), None)
+        if without is not None:
+            where = "the search's options" if search is not None else _trial(without["method"], {
+                k: without[k] for k in spec.swept_keys() if k in without})
+            raise ConfigError(f"metric: {metric} needs a validation set, but {where} has none; set "
+                              f"options.val_fraction (e.g. 0.1, with val_source clean or noisy) or "
+                              f"options.val_source: gold_reused")
     if schedule is not None:
         _check_bounds(spec, schedule.mutations, "scheduler.mutations")
     return spec

@@ -22,7 +22,7 @@ from ebomlc.data import NoisyData
 from ebomlc.train import DATA_FIELDS, Trainer, data_key, load_data, resolve_device
 from ebomlc.train.checkpoint import load_torch, save_torch
 
-from .spec import COMMON_METRICS, LABEL_CORRECTION_METRICS
+from .spec import COMMON_METRICS, LABEL_CORRECTION_METRICS, VAL_METRICS
 
 STATE_FILE = "trainer.pt"
 
@@ -52,8 +52,8 @@ def train_trial(config: dict[str, Any], checkpoint_every: int = 1, record: tuple
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             trainer.load_state_dict(load_torch(Path(folder) / STATE_FILE))
-    unevaluated = dict.fromkeys(COMMON_METRICS + (LABEL_CORRECTION_METRICS if trainer.method.corrects_labels else ()),
-                                math.nan)
+    unevaluated = dict.fromkeys(COMMON_METRICS + (VAL_METRICS if cfg.has_validation else ())
+                                + (LABEL_CORRECTION_METRICS if trainer.method.corrects_labels else ()), math.nan)
     if trainer.epoch >= cfg.epochs and trainer.history:
         # restored at its end (PBT continued this trial from a finished donor): report that last epoch as
         # this trial's, so every trial's record ends with its final epoch

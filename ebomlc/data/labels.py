@@ -346,19 +346,25 @@ def check_gold(index, num_train: int, what: str = "the gold list") -> np.ndarray
 
 
 def split_trusted(given: np.ndarray, clean: np.ndarray, num_classes: int, gold_fraction: float,
-                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+                  seed: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Class-balanced gold indices drawn only among trusted images (``given == clean``), and the
-    remaining silver indices (both sorted); ``gold_fraction`` counts against the whole training set."""
+    remaining silver indices (both sorted); ``gold_fraction`` counts against the whole training set.
+    ``exclude`` (held-out validation images) is in neither."""
     per_class = gold_per_class(gold_fraction, len(given), num_classes)
     rng = np.random.default_rng([seed, 0])
     trusted = given == clean
+    if exclude is not None:
+        trusted = trusted.copy()
+        trusted[exclude] = False
     gold = []
     for c in range(num_classes):
         members = np.flatnonzero(trusted & (clean == c))
         if len(members) < per_class:
             raise DataError(f"class {c} has only {len(members)} training images whose given label is trusted "
                             f"(equal to the clean label), fewer than the {per_class} per class that "
-                            f"--gold_fraction {gold_fraction:g} asks for; lower --gold_fraction or give --gold_indices")
+                            f"--gold_fraction {gold_fraction:g} asks for"
+                            f"{' after the validation images' if exclude is not None else ''}; lower --gold_fraction"
+                            f"{' or --val_fraction' if exclude is not None else ''} or give --gold_indices")
         gold.append(rng.choice(members, size=per_class, replace=False))
     gold = np.sort(np.concatenate(gold))
-    return gold, np.setdiff1d(np.arange(len(given)), gold)
+    return gold, np.setdiff1d(np.arange(len(given)), gold if exclude is None else np.union1d(gold, exclude))

@@ -222,15 +222,52 @@ def _draw_per_class(labels: np.ndarray, num_classes: int, per_class: int, rng: n
     return np.sort(np.concatenate(chosen))
 
 
-def split_gold_silver(labels: np.ndarray, num_classes: int, gold_fraction: float,
-                      seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Class-balanced gold indices and the disjoint remaining silver indices (both sorted)."""
+def split_gold_silver(labels: np.ndarray, num_classes: int, gold_fraction: float, seed: int,
+                      exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Class-balanced gold indices and the disjoint remaining silver indices (both sorted). ``exclude``
+    (held-out validation images) is in neither; the gold count per class still counts the whole set."""
     per_class = gold_per_class(gold_fraction, len(labels), num_classes)
-    gold = _draw_per_class(labels, num_classes, per_class, np.random.default_rng([seed, 0]),
-                           lambda c, n: f"class {c} has only {n} training images, fewer than the "
-                                        f"{per_class} gold images per class that --gold_fraction asks for")
-    silver = np.setdiff1d(np.arange(len(labels)), gold)
+    left = " left after the validation images" if exclude is not None else ""
+    gold = _draw_per_class(_without(labels, exclude), num_classes, per_class, np.random.default_rng([seed, 0]),
+                           lambda c, n: f"class {c} has only {n} training images{left}, fewer than the "
+                                        f"{per_class} gold images per class that --gold_fraction asks for"
+                                        + ("; lower --val_fraction or --gold_fraction" if left else ""))
+    silver = np.setdiff1d(np.arange(len(labels)), gold if exclude is None else np.union1d(gold, exclude))
     return gold, silver
+
+
+def _without(labels: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
+    """``labels`` with the entries at ``exclude`` set to -1 (no class), so no draw picks them."""
+    if exclude is None:
+        return labels
+    out = np.array(labels, dtype=np.int64, copy=True)
+    out[exclude] = -1
+    return out
+
+
+def val_per_class(val_fraction: float, num_train: int, num_classes: int) -> int:
+    """``val_fraction * N_train / K`` validation images per class (at least one)."""
+    n = int(val_fraction * num_train / num_classes + 1e-9)
+    if n < 1:
+        raise ConfigError(f"--val_fraction {val_fraction:g} gives fewer than one validation image per class "
+                          f"({num_train} training images, {num_classes} classes); use at least "
+                          f"{num_classes / num_train:.4g}")
+    return n
+
+
+def split_validation(labels: np.ndarray, num_classes: int, val_fraction: float, seed: int, num_train: int,
+                     among: np.ndarray | None = None, what: str = "training images") -> np.ndarray:
+    """Sorted positions (into ``labels``) of ``val_fraction * num_train / K`` images of every class,
+    drawn without replacement by ``seed`` among the positions ``among`` (default: all): the held-out
+    validation set. ``labels`` are the labels the set is balanced on (clean or noisy)."""
+    per_class = val_per_class(val_fraction, num_train, num_classes)
+    pool = np.full(len(labels), -1, dtype=np.int64)
+    keep = np.arange(len(labels)) if among is None else np.asarray(among, dtype=np.int64)
+    pool[keep] = np.asarray(labels, dtype=np.int64)[keep]
+    return _draw_per_class(pool, num_classes, per_class, np.random.default_rng([seed, 7]),
+                           lambda c, n: f"--val_fraction {val_fraction:g} asks for {per_class} validation images of "
+                                        f"class {c}, but only {n} {what} of that class are there to hold out; "
+                                        f"lower --val_fraction")
 
 
 def class_balanced_subset(labels: np.ndarray, num_classes: int, size: int, seed: int) -> np.ndarray:

@@ -11,7 +11,7 @@ from ..data import NoisyData
 from ..data.augment import normalize
 
 
-#: ``on_eval(what, done, total)``: progress of an evaluation pass ("test" or "silver") in images.
+#: ``on_eval(what, done, total)``: progress of an evaluation pass ("test", "val" or "silver") in images.
 OnEval = Callable[[str, int, int], None] | None
 
 
@@ -38,17 +38,28 @@ def _restore(states) -> None:
 
 
 @torch.no_grad()
+def evaluate_set(model: nn.Module, x: torch.Tensor, y: torch.Tensor, data: NoisyData, what: str,
+                 on_eval: OnEval = None) -> dict[str, float]:
+    """``<what>_acc`` and ``<what>_loss``: accuracy and mean CE of the main model (eval mode) on ``x, y``."""
+    states = _eval_mode(model)
+    correct, loss = torch.zeros((), device=y.device), torch.zeros((), device=y.device)
+    for i, (logits, _) in _features(model, x, data, on_eval=on_eval, what=what):
+        labels = y[i:i + logits.shape[0]]
+        correct += (logits.argmax(1) == labels).sum()
+        loss += F.cross_entropy(logits.float(), labels, reduction="sum")
+    _restore(states)
+    n = y.numel()
+    return {f"{what}_acc": float(correct) / n, f"{what}_loss": float(loss) / n}
+
+
 def evaluate_test(model: nn.Module, data: NoisyData, on_eval: OnEval = None) -> dict[str, float]:
     """Accuracy and mean CE of the main model (eval mode) on the clean test set."""
-    states = _eval_mode(model)
-    correct, loss = torch.zeros((), device=data.y_test.device), torch.zeros((), device=data.y_test.device)
-    for i, (logits, _) in _features(model, data.x_test, data, on_eval=on_eval):
-        y = data.y_test[i:i + logits.shape[0]]
-        correct += (logits.argmax(1) == y).sum()
-        loss += F.cross_entropy(logits.float(), y, reduction="sum")
-    _restore(states)
-    n = data.y_test.numel()
-    return {"test_acc": float(correct) / n, "test_loss": float(loss) / n}
+    return evaluate_set(model, data.x_test, data.y_test, data, "test", on_eval)
+
+
+def evaluate_val(model: nn.Module, data: NoisyData, on_eval: OnEval = None) -> dict[str, float]:
+    """``val_acc`` and ``val_loss`` on the validation set (``data.val_source`` says where it comes from)."""
+    return evaluate_set(model, data.x_val, data.y_val, data, "val", on_eval)
 
 
 @torch.no_grad()

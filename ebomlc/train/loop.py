@@ -22,7 +22,7 @@ from ..errors import EbomlcError
 from ..methods import METHODS, Batch, StepContext
 from ..models import build_main_model
 from .allocator import retain_freed_cpu_memory
-from .evaluate import evaluate_test, label_correction
+from .evaluate import evaluate_test, evaluate_val, label_correction
 
 
 class DivergedError(EbomlcError):
@@ -43,6 +43,18 @@ def evaluation_size(config: TrainConfig) -> int | None:
     return max(CAPPED_EVAL_IMAGES, config.max_steps_per_epoch * config.bs)
 
 
+def best_validation(history: list[dict]) -> dict:
+    """The papers' protocol, derived from the epoch rows (so it survives resume): ``best_val_epoch`` (the
+    first evaluated epoch of highest ``val_acc``), its ``best_val_acc`` and ``test_acc_at_best_val``, and
+    ``final_val_acc``; empty when no row has ``val_acc``."""
+    rows = [r for r in history if "val_acc" in r]
+    if not rows:
+        return {}
+    best = rows[int(np.argmax([r["val_acc"] for r in rows]))]
+    return {"best_val_epoch": best["epoch"], "best_val_acc": best["val_acc"],
+            "test_acc_at_best_val": best["test_acc"], "final_val_acc": rows[-1]["val_acc"]}
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -57,7 +69,8 @@ def resolve_device(name: str) -> torch.device:
 
 #: The TrainConfig fields that determine a run's data: runs equal on these share the same NoisyData.
 DATA_FIELDS = ("dataset", "data_dir", "download", "corruption_type", "corruption_level", "gold_fraction",
-               "data_seed", "noisy_labels", "gold_indices", "noise_file", "noise_key", "noise_index", "train_subset", "image_size")
+               "data_seed", "noisy_labels", "gold_indices", "noise_file", "noise_key", "noise_index", "train_subset", "image_size",
+               "val_fraction", "val_source")
 
 
 def data_key(config: TrainConfig) -> tuple:
@@ -76,9 +89,10 @@ def load_data(config: TrainConfig, device: torch.device) -> NoisyData:
                                                config.noise_index)
         gold = read_gold_list(config.gold_indices, len(given), raw.train_paths) if config.gold_indices else None
         return build_labelled_data(raw, given, config.gold_fraction, config.data_seed, device, clean=clean, gold=gold,
-                                   file_noise_rate=file_rate)
+                                   file_noise_rate=file_rate, val_fraction=config.val_fraction,
+                                   val_source=config.val_source)
     return build_noisy_data(raw, config.corruption_type, config.corruption_level, config.gold_fraction,
-                            config.data_seed, device)
+                            config.data_seed, device, val_fraction=config.val_fraction, val_source=config.val_source)
 
 
 class Trainer:
@@ -236,6 +250,8 @@ class Trainer:
         if evaluate and (self.epoch % cfg.eval_every == 0 or self.epoch >= cfg.epochs):
             start = time.perf_counter()
             row.update(evaluate_test(self.model, self.eval_data, on_eval))
+            if self.eval_data.y_val is not None:
+                row.update(evaluate_val(self.model, self.eval_data, on_eval))
             if self.method.corrects_labels:
                 lc, self._lc_matrix = label_correction(self.model, self.meta, self.eval_data, on_eval)
                 self._lc_epoch = self.epoch
@@ -280,6 +296,7 @@ class Trainer:
             "final_test_acc": accs[-1] if accs else None,
             "best_test_acc": accs[best] if accs else None,  # optimistic: max over evaluated epochs
             "best_epoch": evaluated[best]["epoch"] if accs else None,
+            **best_validation(self.history),
             "train_time": self.train_time,
             "seconds_per_epoch": self.train_time / self.epoch if self.epoch else None,
             **self.data.summary(),
