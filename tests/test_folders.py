@@ -269,3 +269,15 @@ def test_an_image_edited_in_place_is_decoded_again(tmp_path, monkeypatch):
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     again = load_image_folder("bmp", root)
     assert first.x_train[0].max() == 200 and again.x_train[0].max() == 0
+
+
+def test_a_resized_cifar_folder_pads_its_crop_by_side_over_8(tmp_path):
+    """``--dataset cifar10 --image_size 8``: CIFAR's statistics and flips, a 1-pixel pad (4 would shift an
+    8-pixel image by half its side), the same pad as the folder read as ``--dataset folder``."""
+    from ebomlc.data.sources import CIFAR10_CLASSES, CIFAR_MEAN
+
+    root = write_folder(tmp_path / "c10", CIFAR10_CLASSES, 2, 1, size=(32, 32), mode="RGB")
+    full = load_dataset("cifar10", str(root))
+    small = load_dataset("cifar10", str(root), image_size=8)
+    assert full.pad == 4 and small.pad == 1 and small.flip and small.mean == CIFAR_MEAN["cifar10"]
+    assert small.pad == load_image_folder("anyname", root, image_size=8).pad

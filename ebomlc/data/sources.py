@@ -173,12 +173,14 @@ def load_cifar_pickles(name: str, root: str | Path, verify_md5: bool = True) -> 
 
 
 def _cifar_raw(name: str, x_train, y_train, x_test, y_test, train_paths=None) -> RawDataset:
+    """CIFAR with its published statistics; the random crop pads by side/8 (SPEC.md's 4 at 32 px, 1 at 8 px)."""
     k = CIFAR_PICKLES[name]["num_classes"]
     for split, y in (("train", y_train), ("test", y_test)):
         if len(y) and (y.min() < 0 or y.max() >= k):
             raise DataError(f"{name} {split} labels must lie in [0, {k - 1}], found {y.min()}..{y.max()}")
     return RawDataset(name, x_train, y_train, x_test, y_test, k,
-                      mean=CIFAR_MEAN[name], std=CIFAR_STD[name], pad=4, flip=True, train_paths=train_paths,
+                      mean=CIFAR_MEAN[name], std=CIFAR_STD[name], pad=max(1, round(x_train.shape[-1] / 8)),
+                      flip=True, train_paths=train_paths,
                       class_names=CLASS_NAMES[name])
 
 
@@ -219,8 +221,9 @@ def load_image_folder(name: str, root: str | Path, cache: bool = True, image_siz
 
     Images are grayscale (one channel) when every image has equal R, G and B, else RGB; they are
     resized to ``image_size`` squares when given, or when their sizes differ to the most common
-    side. CIFAR names keep CIFAR's published statistics and augmentation; any other folder is
-    normalised with its training images' per-channel mean and std, padded by a side/8 crop and
+    side. CIFAR names keep CIFAR's published statistics and flips; every folder is padded by a side/8
+    crop (CIFAR's 4 pixels at 32); any other folder is
+    normalised with its training images' per-channel mean and std and
     flipped when in colour. Decoded arrays and statistics are cached in ``~/.cache/ebomlc`` keyed
     by the file list, so a study decodes the images once.
     """
