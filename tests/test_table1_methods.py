@@ -313,3 +313,20 @@ def test_new_methods_run_as_study_trials(ray_session, tmp_path):
     for trial in trials:
         rows = results(trial)
         assert [r["epoch"] for r in rows] == [1, 2] and 0.0 <= rows[-1]["test_acc"] <= 1.0
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--method", "coteachingplus", "--forget_rate", "1.5"], "--forget_rate must lie in"),
+    (["--method", "dividemix", "--dividemix_temperature", "0"], "--dividemix_temperature must lie in"),
+    (["--method", "dividemix", "--dividemix_warmup", "-1"], "--dividemix_warmup must be a non-negative integer"),
+    (["--method", "pmwnet", "--pmwnet_sigma_init", "0"], "--pmwnet_sigma_init must lie in"),
+])
+def test_bad_options_are_one_line_and_write_nothing(tmp_path, capsys, flags, message):
+    from ebomlc.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--gold_fraction", "0.05", "--out", str(out),
+                 "--quiet", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not out.exists()
