@@ -330,3 +330,23 @@ def test_bad_options_are_one_line_and_write_nothing(tmp_path, capsys, flags, mes
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0])  # every sample labelled / every sample unlabelled
+def test_dividemix_step_with_one_part_empty(threshold):
+    from ebomlc.methods import dividemix_step
+
+    torch.manual_seed(0)
+    model, peer = Tiny().double(), Tiny().double()
+    cfg = TrainConfig(method="dividemix", dataset="digits", epochs=30, dividemix_warmup=1,
+                      dividemix_p_threshold=threshold).resolved()
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, peer)]
+    ctx = StepContext(model, None, opts[0], None, cfg, peer=peer, peer_opt=opts[1], epoch=5, steps_per_epoch=4)
+    batch = make_batch(n=10)
+    batch.index = torch.arange(10)
+    batch.second_view = lambda: batch.x_silver + 0.01
+    ctx.state.update(w_main=torch.full((10,), 0.5, dtype=torch.float64), w_peer=torch.full((10,), 0.5,
+                                                                                             dtype=torch.float64))
+    out = dividemix_step(ctx, batch)
+    assert float(out["labelled_fraction"]) == (1.0 if threshold == 0.0 else 0.0)
+    assert all(torch.isfinite(v) for v in out.values())

@@ -112,10 +112,12 @@ def _mixmatch_loss(ctx: StepContext, net, other, x1, x2, labels, w, labelled, pr
         one_hot = F.one_hot(labels[lab], k).to(own_1.dtype)
         target_x = sharpen(co_refine(one_hot, w[lab].to(own_1.dtype), (own_1[lab] + own_2[lab]) / 2),
                            cfg.dividemix_temperature)
-        mode = other.training
-        other.eval()
-        guess = (own_1[unl] + own_2[unl] + other(x1[unl])[0].softmax(1) + other(x2[unl])[0].softmax(1)) / 4
-        other.train(mode)
+        guess = (own_1[unl] + own_2[unl]) / 4
+        if unl.numel():
+            mode = other.training
+            other.eval()
+            guess = guess + (other(x1[unl])[0].softmax(1) + other(x2[unl])[0].softmax(1)) / 4
+            other.train(mode)
         target_u = sharpen(guess, cfg.dividemix_temperature)
     l = mixup_lambda(float(torch.distributions.Beta(cfg.dividemix_alpha, cfg.dividemix_alpha).sample()))
     inputs = torch.cat([x1[lab], x2[lab], x1[unl], x2[unl]])
