@@ -21,9 +21,10 @@ from ebomlc.errors import EbomlcError
 
 from .load import STATUSES, TRIAL_COLUMNS, setting_order
 
-METHOD_ORDER = ("ce", "gold", "glc", "l2rw", "mwnet", "mlc", "mlcbome", "ebomlc")
-METHOD_NAMES = {"ce": "CE", "gold": "Gold only", "glc": "GLC", "l2rw": "L2RW", "mwnet": "MW-Net", "mlc": "MLC", "mlcbome": "MLC-D",
-                "ebomlc": "EBOMLC"}
+#: Rank-table rows: the paper's Tables I and II order, the baselines it does not list first.
+METHOD_ORDER = ("ce", "gold", "coteachingplus", "dividemix", "glc", "l2rw", "mwnet", "pmwnet", "mlc", "mlcbome", "ebomlc")
+METHOD_NAMES = {"ce": "CE", "gold": "Gold only", "coteachingplus": "Co-teaching+", "dividemix": "DivideMix", "glc": "GLC",
+                "l2rw": "L2RW", "mwnet": "MW-Net", "pmwnet": "PMW-Net", "mlc": "MLC", "mlcbome": "MLC-D", "ebomlc": "EBOMLC"}
 #: Short names of hyperparameters in labels and file names (the paper's K).
 PARAM_NAMES = {"inner_steps": "K"}
 #: Config fields that never count as swept hyperparameters.

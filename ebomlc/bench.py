@@ -43,14 +43,25 @@ def make_step(name: str, model_name: str, device: torch.device, bs: int = 100, s
     meta = method.build_meta(model.feature_dim, k, cfg).to(device) if method.build_meta else None
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     meta_opt = torch.optim.Adam(meta.parameters(), lr=3e-4, amsgrad=True) if meta is not None else None
-    ctx = StepContext(model, meta, opt, meta_opt, cfg)
+    peer, peer_opt = None, None
+    if method.two_networks:
+        peer = (resnet32(k, channels) if model_name == "resnet32" else SmallCNN(k, channels)).to(device)
+        peer_opt = torch.optim.SGD(peer.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    ctx = StepContext(model, meta, opt, meta_opt, cfg, peer=peer, peer_opt=peer_opt)
+    g = torch.Generator(device="cpu").manual_seed(seed + 1)
     if method_name == "glc":
         ctx.state["c_hat"] = torch.eye(k, device=device)  # time the (costlier) second phase
-    g = torch.Generator(device="cpu").manual_seed(seed + 1)
+    if method.two_networks:  # the main phase: Co-teaching+'s disagreements, DivideMix's MixMatch on a split
+        ctx.epoch = cfg.epochs // 2
+        ctx.state.update(w_main=torch.rand(bs, generator=g).to(device), w_peer=torch.rand(bs, generator=g).to(device),
+                         forget_rate=cfg.corruption_level, disagreement=True)
     x = torch.randn(2 * bs, channels, size, size, generator=g).to(device)
     y = torch.randint(0, k, (2 * bs,), generator=g).to(device)
+    index = torch.arange(bs, device=device)
+    view = lambda: x[:bs].flip(-1)  # noqa: E731  (a second augmented view: one image-sized copy)
     one_set = method.union_batches or method.gold_only
-    batch = Batch(x[:bs], y[:bs]) if one_set else Batch(x[:bs], y[:bs], x[bs:], y[bs:])
+    batch = (Batch(x[:bs], y[:bs], index=index, second_view=view) if one_set
+             else Batch(x[:bs], y[:bs], x[bs:], y[bs:], index=index, second_view=view))
     return (lambda: method.step(ctx, batch)), bs
 
 

@@ -79,6 +79,31 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     b.add_argument("--no_mix", action="store_true", help="use all gold in the upper loss (default: mix mode)")
     b.add_argument("--glc_phase1_epochs", type=int,
                    help="glc: epochs of its silver-only first phase (default: half of --epochs)")
+    s = p.add_argument_group("Co-teaching+, DivideMix, PMW-Net (docs/methods.md)")
+    s.add_argument("--forget_rate", type=float,
+                   help="coteachingplus: final forget rate (default: the run's noise level: --corruption_level, or "
+                        "for label files the rate against the known clean labels; unknown: pass it)")
+    s.add_argument("--coteach_init_epochs", type=int,
+                   help="coteachingplus: epochs of plain Co-teaching before disagreement (default: 20 of 200, "
+                        "cifar100 5 of 200, scaled to --epochs)")
+    s.add_argument("--coteach_gradual_epochs", type=int,
+                   help="coteachingplus: epochs over which the forget rate ramps up (default: 10 of 200, scaled)")
+    s.add_argument("--dividemix_warmup", type=int,
+                   help="dividemix: CE warm-up epochs (default: 10 of 300, cifar100 30 of 300, scaled)")
+    s.add_argument("--dividemix_lambda_u", type=float,
+                   help="dividemix: weight of the unlabelled loss (default: the paper's for the noise level)")
+    s.add_argument("--dividemix_alpha", type=float, default=d.dividemix_alpha,
+                   help="dividemix: MixUp Beta(alpha, alpha) (default: %(default)s)")
+    s.add_argument("--dividemix_temperature", type=float, default=d.dividemix_temperature,
+                   help="dividemix: sharpening temperature T (default: %(default)s)")
+    s.add_argument("--dividemix_p_threshold", type=float, default=d.dividemix_p_threshold,
+                   help="dividemix: clean probability above which a sample is labelled (default: %(default)s)")
+    s.add_argument("--pmwnet_prior_std", type=float, default=d.pmwnet_prior_std,
+                   help="pmwnet: standard deviation of the Gaussian prior (default: %(default)s)")
+    s.add_argument("--pmwnet_sigma_init", type=float, default=d.pmwnet_sigma_init,
+                   help="pmwnet: initial posterior standard deviation (default: %(default)s)")
+    s.add_argument("--pmwnet_kl_weight", type=float, default=d.pmwnet_kl_weight,
+                   help="pmwnet: beta, the KL term's weight per gold image (default: %(default)s)")
     r = p.add_argument_group("data, device, output")
     r.add_argument("--seed", type=int, default=d.seed,
                    help="seed of model init, batches and (unless --data_seed) data (default: %(default)s)")
@@ -193,7 +218,7 @@ def _add_bench_command(sub) -> None:
                        "device (interleaved, median, ratio to ce) and measure each step's peak memory; "
                        "with --epochs, also whole training epochs on real data.")
     p.add_argument("--methods", nargs="+", default=["ce", "mlc", "mlcbome", "ebomlc", "ebomlc:partial", "glc",
-                                                    "l2rw", "mwnet"],
+                                                    "l2rw", "mwnet", "pmwnet", "coteachingplus", "dividemix"],
                    help="methods to time; METHOD:partial times grad_q_w=partial (default: all)")
     p.add_argument("--models", nargs="*", default=["resnet32", "digits_cnn"], choices=["resnet32", "digits_cnn"],
                    help="ResNet-32 on 3x32x32 and/or the digits CNN on 1x8x8, batches of 100 random images "

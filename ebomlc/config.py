@@ -70,6 +70,20 @@ class TrainConfig:
     variant: str | None = None  # base set of named barrier-step parts (ebomlc.departures); None: preset (paper)
     departures: str | None = None  # "name,-name": parts added to or removed from the variant (a list works too)
     glc_phase1_epochs: int | None = None  # GLC: epochs of the silver-only phase (None: half)
+    # Co-teaching+ (None: the published CIFAR values, epochs scaled to `epochs`; ebomlc.methods.coteachingplus)
+    forget_rate: float | None = None  # final forget rate (None: the run's noise level)
+    coteach_init_epochs: int | None = None  # epochs of plain Co-teaching before disagreement (None: 20 of 200)
+    coteach_gradual_epochs: int | None = None  # epochs of the forget-rate ramp (None: 10 of 200)
+    # DivideMix (ebomlc.methods.dividemix)
+    dividemix_warmup: int | None = None  # CE warm-up epochs (None: 10 of 300, CIFAR-100 30 of 300)
+    dividemix_lambda_u: float | None = None  # unlabelled-loss weight (None: the paper's value for the noise level)
+    dividemix_alpha: float = 4.0  # Beta(alpha, alpha) of MixUp
+    dividemix_temperature: float = 0.5  # sharpening temperature T
+    dividemix_p_threshold: float = 0.5  # clean probability above which a sample is labelled
+    # PMW-Net (ebomlc.methods.pmwnet)
+    pmwnet_prior_std: float = 1.0  # prior N(0, s^2) on every weight-net parameter
+    pmwnet_sigma_init: float = 1e-3  # initial posterior standard deviation
+    pmwnet_kl_weight: float = 1.0  # beta: the meta loss is F + beta KL / |gold|
     mix: bool = True
     eps: float = 1e-8
     seed: int = 1
@@ -134,8 +148,22 @@ class TrainConfig:
         _check_range("weight_decay", c.weight_decay, 0.0, math.inf)
         _check_range("blowup_factor", c.blowup_factor, 0.0, math.inf)
         _check_range("eps", c.eps, 0.0, math.inf)
+        if c.forget_rate is not None:
+            _check_range("forget_rate", c.forget_rate, 0.0, 1.0, high_open=True)
+        for name in ("dividemix_lambda_u", "pmwnet_kl_weight"):
+            if getattr(c, name) is not None:
+                _check_range(name, getattr(c, name), 0.0, math.inf)
+        _check_range("dividemix_alpha", c.dividemix_alpha, 0.0, math.inf, low_open=True)
+        _check_range("dividemix_temperature", c.dividemix_temperature, 0.0, math.inf, low_open=True)
+        _check_range("dividemix_p_threshold", c.dividemix_p_threshold, 0.0, 1.0)
+        _check_range("pmwnet_prior_std", c.pmwnet_prior_std, 0.0, math.inf, low_open=True)
+        _check_range("pmwnet_sigma_init", c.pmwnet_sigma_init, 0.0, math.inf, low_open=True)
+        for name in ("coteach_init_epochs", "dividemix_warmup"):
+            value = getattr(c, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ConfigError(f"--{name} must be a non-negative integer, got {value!r}")
         for name in ("bs", "epochs", "cls_dim", "inner_steps", "glc_phase1_epochs", "train_subset", "threads",
-                     "eval_every", "eval_subset", "image_size"):
+                     "eval_every", "eval_subset", "image_size", "coteach_gradual_epochs"):
             value = getattr(c, name)
             if value is None:
                 continue

@@ -19,6 +19,8 @@ class Batch:
     y_silver: torch.Tensor
     x_gold: torch.Tensor | None = None
     y_gold: torch.Tensor | None = None
+    index: torch.Tensor | None = None  # the silver rows' indices into the training set (per-sample state)
+    second_view: Callable[[], torch.Tensor] | None = None  # a fresh augmentation of the silver images
 
     def gold_halves(self, mix: bool):
         """``(x_upper, y_upper, x_clean, y_clean)``: in mix mode the first gold half feeds the
@@ -39,6 +41,11 @@ class StepContext:
     meta_opt: torch.optim.Optimizer | None
     config: TrainConfig
     state: dict[str, Any] = field(default_factory=dict)  # method state saved in checkpoints (GLC's C)
+    peer: nn.Module | None = None  # the second network of two-network methods (its own SGD and schedule)
+    peer_opt: torch.optim.Optimizer | None = None
+    epoch: int = 0  # epochs completed before the current one
+    steps_per_epoch: int = 1
+    step_in_epoch: int = 0
 
     @property
     def lr(self) -> float:
@@ -62,7 +69,10 @@ class Method:
     """A training method: its step function and what data and models it needs.
 
     ``build_meta`` makes the meta model (trained by Adam with ``meta_lr``), or is None.
-    ``on_epoch_start(trainer)`` runs before each epoch (GLC switches phases there).
+    ``on_epoch_start(trainer)`` runs before each epoch (GLC switches phases there; DivideMix fits its GMM
+    split on a pass over the training set, :meth:`Trainer.per_sample_losses`).
+    ``two_networks``: the loop builds a second main model (``ctx.peer``, its own seed, SGD and schedule),
+    checkpoints it and evaluates ``ensemble`` (mean logits of both) or the first network alone.
     """
 
     name: str
@@ -72,4 +82,6 @@ class Method:
     union_batches: bool = False  # True: batches of silver+gold as one training set (``ce``)
     gold_only: bool = False  # True: batches from the gold set alone, as many steps per epoch as a silver epoch
     on_epoch_start: Callable[[Any], None] | None = None
+    two_networks: bool = False
+    ensemble: bool = False  # evaluate the two networks' mean logits (DivideMix's test)
     description: str = ""

@@ -11,6 +11,18 @@ from ..data import NoisyData
 from ..data.augment import normalize
 
 
+class MeanLogits(nn.Module):
+    """``(f_1(x) + f_2(x)) / 2`` with the first network's features: two networks evaluated as one."""
+
+    def __init__(self, first: nn.Module, second: nn.Module):
+        super().__init__()
+        self.first, self.second = first, second
+
+    def forward(self, x: torch.Tensor):
+        logits, feature = self.first(x)
+        return (logits + self.second(x)[0]) / 2, feature
+
+
 #: ``on_eval(what, done, total)``: progress of an evaluation pass ("test", "val" or "silver") in images.
 OnEval = Callable[[str, int, int], None] | None
 

@@ -22,7 +22,7 @@ from ..errors import EbomlcError
 from ..methods import METHODS, Batch, StepContext
 from ..models import build_main_model
 from .allocator import retain_freed_cpu_memory
-from .evaluate import evaluate_test, evaluate_val, label_correction
+from .evaluate import MeanLogits, evaluate_test, evaluate_val, label_correction
 
 
 class DivergedError(EbomlcError):
@@ -33,6 +33,8 @@ class DivergedError(EbomlcError):
 LOSS_KEYS = ("train_loss", "upper_loss", "lower_loss")
 #: Test and silver images a run capped by ``max_steps_per_epoch`` evaluates on (unless ``eval_subset``).
 CAPPED_EVAL_IMAGES = 1000
+#: Added to ``seed`` for the initial weights of a two-network method's second network.
+PEER_SEED_OFFSET = 7919
 
 
 def evaluation_size(config: TrainConfig) -> int | None:
@@ -117,7 +119,14 @@ class Trainer:
         if self.method.build_meta is not None:
             self.meta = self.method.build_meta(self.model.feature_dim, d.num_classes, config).to(self.device)
             self.meta_opt = torch.optim.Adam(self.meta.parameters(), lr=config.meta_lr, amsgrad=True)
-        self.opt, self.sched = self._main_optimizer(config.epochs)
+        self.opt, self.sched = self._main_optimizer(self.model, config.epochs)
+        self.peer, self.peer_opt, self.peer_sched = None, None, None
+        if self.method.two_networks:  # its own seeded init; the global RNG stream is left as it was
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed + PEER_SEED_OFFSET)
+                self.peer = build_main_model(config.model, d.num_classes, d.in_channels, d.image_size)
+            self.peer.to(self.device)
+            self.peer_opt, self.peer_sched = self._main_optimizer(self.peer, config.epochs)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.gold_stream = GoldStream(len(d.y_gold), self.generator, self.device)
         if self.method.union_batches:
@@ -128,12 +137,13 @@ class Trainer:
         self.epoch = 0
         self.train_time = 0.0
         self.history: list[dict] = []
-        self.ctx = StepContext(self.model, self.meta, self.opt, self.meta_opt, config)
+        self.ctx = StepContext(self.model, self.meta, self.opt, self.meta_opt, config, peer=self.peer,
+                               peer_opt=self.peer_opt)
 
-    def _main_optimizer(self, epochs: int):
+    def _main_optimizer(self, model: torch.nn.Module, epochs: int):
         """SGD (momentum, weight decay) with the MultiStepLR schedule scaled to ``epochs``."""
         cfg = self.config
-        opt = torch.optim.SGD(self.model.parameters(), lr=cfg.main_lr, momentum=cfg.momentum,
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.main_lr, momentum=cfg.momentum,
                               weight_decay=cfg.weight_decay)
         return opt, torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.milestones(epochs)), gamma=0.1)
 
@@ -145,7 +155,7 @@ class Trainer:
             torch.manual_seed(self.config.seed + seed_offset)
             fresh = build_main_model(self.config.model, d.num_classes, d.in_channels, d.image_size)
         self.model.load_state_dict(fresh.state_dict())
-        self.opt, self.sched = self._main_optimizer(remaining_epochs)
+        self.opt, self.sched = self._main_optimizer(self.model, remaining_epochs)
         self.ctx.opt = self.opt
 
     # ------------------------------------------------------------------ state
@@ -157,6 +167,8 @@ class Trainer:
             "meta": self.meta.state_dict() if self.meta is not None else None,
             "meta_opt": self.meta_opt.state_dict() if self.meta_opt is not None else None,
             "method_state": self.ctx.state,
+            **({"peer": self.peer.state_dict(), "peer_opt": self.peer_opt.state_dict(),
+                "peer_sched": self.peer_sched.state_dict()} if self.peer is not None else {}),
             "generator": self.generator.get_state(), "gold_stream": self.gold_stream.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -171,6 +183,10 @@ class Trainer:
             self.meta_opt.load_state_dict(state["meta_opt"])
             for group in self.meta_opt.param_groups:  # this config's meta_lr, not the saved one (PBT mutates it)
                 group["lr"] = self.config.meta_lr
+        if self.peer is not None:
+            self.peer.load_state_dict(state["peer"])
+            self.peer_opt.load_state_dict(state["peer_opt"])
+            self.peer_sched.load_state_dict(state["peer_sched"])
         self.ctx.state = {k: v.to(self.device) if torch.is_tensor(v) else v
                           for k, v in state.get("method_state", {}).items()}
         self.generator.set_state(state["generator"])
@@ -204,15 +220,37 @@ class Trainer:
         return normalize(random_crop_flip(x, d.pad, d.flip, self.generator), d.mean, d.std)
 
     def _batch(self, index: torch.Tensor) -> Batch:
+        def second_view() -> torch.Tensor:
+            return self._augment(self.x_train[index])
+
         if self.method.gold_only:  # ``index`` only paces the epoch: no silver image is read
             gold = self.gold_stream.next(len(index))
             return Batch(self._augment(self.data.x_gold[gold]), self.data.y_gold[gold])
         if self.method.union_batches:
-            return Batch(self._augment(self.x_train[index]), self.y_train[index])
+            return Batch(self._augment(self.x_train[index]), self.y_train[index], index=index,
+                         second_view=second_view)
         gold = self.gold_stream.next(len(index))
         x = self._augment(torch.cat([self.x_train[index], self.data.x_gold[gold]]))
         n = len(index)
-        return Batch(x[:n], self.y_train[index], x[n:], self.data.y_gold[gold])
+        return Batch(x[:n], self.y_train[index], x[n:], self.data.y_gold[gold], index=index, second_view=second_view)
+
+    @torch.no_grad()
+    def per_sample_losses(self, model: torch.nn.Module, chunk: int = 1000) -> torch.Tensor:
+        """``l_i = CE(f(x_i), y~_i)`` of ``model`` (eval mode, un-augmented images) on every training image,
+        in the order of the training set: the per-epoch pass of methods such as DivideMix."""
+        mode = model.training
+        model.eval()
+        d = self.data
+        losses = torch.cat([torch.nn.functional.cross_entropy(
+            model(normalize(self.x_train[i:i + chunk], d.mean, d.std))[0].float(), self.y_train[i:i + chunk],
+            reduction="none") for i in range(0, len(self.y_train), chunk)])
+        model.train(mode)
+        return losses
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The model evaluated: the main one, or both networks' mean logits (``Method.ensemble``)."""
+        return MeanLogits(self.model, self.peer) if self.method.ensemble else self.model
 
     def run_epoch(self, on_step: Callable[[int, int], None] | None = None, evaluate: bool = True,
                   on_eval: Callable[[str, int, int], None] | None = None) -> dict:
@@ -221,24 +259,29 @@ class Trainer:
         images (capped runs: :func:`evaluation_size`); ``evaluate=False`` leaves it out (timing runs).
         ``on_step(step, steps)`` and ``on_eval(what, done, total)`` report progress."""
         cfg = self.config
+        steps = self.steps_per_epoch
+        self.ctx.epoch, self.ctx.steps_per_epoch, self.ctx.step_in_epoch = self.epoch, steps, 0
+        start = time.perf_counter()  # the epoch's time includes a method's per-epoch pass
         if self.method.on_epoch_start is not None:
             self.method.on_epoch_start(self)
         self.model.train()
-        if self.meta is not None:
-            self.meta.train()
+        for module in (self.meta, self.peer):
+            if module is not None:
+                module.train()
         lr = self.ctx.lr
         totals: dict[str, torch.Tensor] = {}
-        steps = self.steps_per_epoch
-        start = time.perf_counter()
         for i, index in enumerate(epoch_batches(len(self.y_train), cfg.bs, self.generator, self.device)):
             if i == steps:
                 break
+            self.ctx.step_in_epoch = i
             out = self.method.step(self.ctx, self._batch(index))
             for key, value in out.items():
                 totals[key] = totals[key] + value if key in totals else value.detach().clone()
             if on_step is not None:
                 on_step(i + 1, steps)
         self.sched.step()
+        if self.peer_sched is not None:
+            self.peer_sched.step()
         row = {key: float(value) / steps for key, value in totals.items()}
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -249,9 +292,9 @@ class Trainer:
         row = {"epoch": self.epoch, "lr": lr, **row}
         if evaluate and (self.epoch % cfg.eval_every == 0 or self.epoch >= cfg.epochs):
             start = time.perf_counter()
-            row.update(evaluate_test(self.model, self.eval_data, on_eval))
+            row.update(evaluate_test(self.eval_model, self.eval_data, on_eval))
             if self.eval_data.y_val is not None:
-                row.update(evaluate_val(self.model, self.eval_data, on_eval))
+                row.update(evaluate_val(self.eval_model, self.eval_data, on_eval))
             if self.method.corrects_labels:
                 lc, self._lc_matrix = label_correction(self.model, self.meta, self.eval_data, on_eval)
                 self._lc_epoch = self.epoch
