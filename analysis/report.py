@@ -7,7 +7,8 @@ from typing import Callable
 
 import pandas as pd
 
-from ebomlc.errors import EbomlcError
+from ebomlc.errors import EbomlcError, StorageError
+from ebomlc.writes import save_text
 
 from .load import STATUSES, load_study, save_parquet
 from .plots import plot_ablation, plot_curves, plot_label_correction, plot_schedule, plot_time
@@ -114,7 +115,18 @@ def analyze(path: str | Path, out: str | Path | None = None,
     into ``out`` (default ``<path>/analysis``); return the written files. ``echo`` receives progress
     lines (status of the trials, missing cells). Partial studies are fine: missing cells are listed.
     A population-based study's rank table gains a section on its schedules, compared with the fixed
-    settings of the study at ``compare`` when given."""
+    settings of the study at ``compare`` when given. Every file is written atomically; a failed write
+    (full disk) is one :class:`StorageError` line naming the file."""
+    try:
+        return _analyze(path, out, echo, compare)
+    except StorageError as exc:
+        raise StorageError(f"cannot write {exc.path}: {exc.reason}; free space there (or choose another --out) and "
+                           f"run `ebomlc analyze` again (the study itself is untouched)", exc.path, exc.reason) from None
+
+
+def _analyze(path: str | Path, out: str | Path | None, echo: Callable[[str], None] | None,
+             compare: str | Path | None) -> list[Path]:
+    """The body of :func:`analyze`."""
     say = echo or (lambda _line: None)
     path = Path(path)
     out = Path(out) if out is not None else path / "analysis"
@@ -124,7 +136,8 @@ def analyze(path: str | Path, out: str | Path | None = None,
     say(f"study {study}: {status_line(final)}")
     _output_dir(out)
     written = [save_parquet(df, out / "results.parquet")]
-    final.drop(columns=["lc_matrix", "class_names"], errors="ignore").to_csv(out / "final_results.csv", index=False)
+    save_text(final.drop(columns=["lc_matrix", "class_names"], errors="ignore").to_csv(index=False),
+              out / "final_results.csv")
     written.append(out / "final_results.csv")
 
     fixed, compare_name = None, None
@@ -139,9 +152,9 @@ def analyze(path: str | Path, out: str | Path | None = None,
         lines += _missing_text(missing)
         doc = out / f"rank_table{tag}.md"
         extra = population_lines(df[df["trial_dir"].isin(part["trial_dir"])], part, fixed, compare_name)
-        doc.write_text(table_document(part, name, table, missing, study) + "".join(f"{line}\n" for line in extra))
+        save_text(table_document(part, name, table, missing, study) + "".join(f"{line}\n" for line in extra), doc)
         tex = out / f"rank_table{tag}.tex"
-        tex.write_text(to_latex(table))
+        save_text(to_latex(table), tex)
         written += [doc, tex]
         for param in dict.fromkeys(p for ps in swept_params(part).values() for p in ps):
             written.append(out / f"ablation_{_slug(param_name(param))}{tag}.png")
@@ -160,7 +173,7 @@ def analyze(path: str | Path, out: str | Path | None = None,
     written.append(out / "time.png")
     plot_time(final, written[-1])
 
-    (out / "missing.txt").write_text("\n".join(lines) + "\n" if lines else "no missing cells\n")
+    save_text("\n".join(lines) + "\n" if lines else "no missing cells\n", out / "missing.txt")
     written.append(out / "missing.txt")
     if lines:
         say(f"{len(lines)} missing or incomplete cell{'s' * (len(lines) != 1)}:")

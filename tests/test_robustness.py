@@ -115,3 +115,189 @@ def test_a_refused_bad_input_leaves_no_directory_behind(tmp_path, capsys):
         RunLock(tmp_path / "held").acquire()
     lock.release()
     RunLock(tmp_path / "held").acquire().release()
+
+
+# ---------------------------------------------------------------------------- no code runs from a checkpoint
+class _Payload:
+    """Unpickling this runs ``touch MARKER`` (what a planted checkpoint could do to whoever loads it)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _planted_checkpoint(folder: Path, marker: Path, name: str = "checkpoint.pt") -> Path:
+    from ebomlc.config import TrainConfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = TrainConfig(method="ebomlc", dataset="digits", epochs=1).to_dict()
+    torch.save({"config": config, "epoch": 1, "model": {}, "method_state": {"hook": _Payload(marker)}}, folder / name)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder / name
+
+
+@pytest.mark.parametrize("command", ["correct", "resume", "trial"])
+def test_a_checkpoint_holding_a_pickled_callable_is_refused_and_never_runs(tmp_path, capsys, command):
+    marker = tmp_path / "ran"
+    run = tmp_path / "run"
+    if command == "trial":  # a study trial directory: its latest checkpoint_NNNNNN/trainer.pt
+        _planted_checkpoint(run / "checkpoint_000000", marker, "trainer.pt")
+        argv = ["correct", str(run)]
+    else:
+        _planted_checkpoint(run, marker)
+        argv = ["correct", str(run)] if command == "correct" else ["train", *DIGITS, "--out", str(run), "--resume"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "not loaded since they could run code" in err and "posix.system" in err, err
+    assert not marker.exists()
+    # the payload is live: an unrestricted load would have run it
+    torch.load(next(run.rglob("*.pt")), weights_only=False)
+    assert marker.exists()
+
+
+def test_checkpoints_keep_method_state_of_tensors_dicts_lists_numbers_strings_and_arrays(tmp_path):
+    import numpy as np
+
+    from ebomlc.train.checkpoint import save_torch
+
+    net = torch.nn.Linear(3, 2)
+    state = {"c_hat": np.arange(6.0).reshape(2, 3), "labels": np.array([1, 0, 2], dtype=np.int64),
+             "second_net": net.state_dict(), "split": torch.tensor([True, False]), "history": [1, 2.5, "a", None],
+             "nested": {"k": (1, 2), "x": np.float32(0.5)}, "rng": torch.Generator().get_state()}
+    save_torch(state, tmp_path / "s.pt")
+    back = load_torch(tmp_path / "s.pt")
+    assert np.array_equal(back["c_hat"], state["c_hat"]) and back["labels"].dtype == np.int64
+    assert torch.equal(back["second_net"]["weight"], net.weight.detach()) and back["history"] == [1, 2.5, "a", None]
+    assert back["nested"]["k"] == (1, 2) and back["nested"]["x"] == np.float32(0.5)
+    assert torch.equal(back["split"], state["split"]) and torch.equal(back["rng"], state["rng"])
+
+
+def test_cluster_dashboard_listens_on_the_head_nodes_localhost_only():
+    import yaml
+
+    cluster = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    head = " ".join(cluster["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in (ROOT / "cluster.yaml").read_text()
+    assert "ray dashboard cluster.yaml" in (ROOT / "README.md").read_text()
+
+
+# ---------------------------------------------------------------------------- full disks and failing writes
+META = ["--method", "mlc", "--dataset", "digits", "--gold_fraction", "0.05", "--device", "cpu", "--threads", "1",
+        "--quiet", "--max_steps_per_epoch", "4", "--eval_subset", "100"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict:
+    """An uninterrupted 3-epoch mlc run: its metrics (without timings) and summary."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    assert main(["train", *META, "--epochs", "3", "--out", str(out)]) == 0
+    return {**_numbers(out), "dir": out}
+
+
+def _numbers(out: Path) -> dict:
+    """What a run computed: metrics.csv without its timing columns, the final accuracies, label_correction.csv."""
+    import pandas as pd
+
+    metrics = pd.read_csv(out / "metrics.csv").drop(columns=["epoch_time", "train_time", "eval_time"], errors="ignore")
+    summary = json.loads((out / "summary.json").read_text())
+    return {"dir": out, "metrics": metrics.to_dict("list"), "final": (summary["final_test_acc"], summary["best_test_acc"]),
+            "lc": (out / "label_correction.csv").read_text()}
+
+
+def _fail_writes(monkeypatch, name: str, at: int = 1, error: int = errno.ENOSPC) -> list[str]:
+    """Make the ``at``-th atomic write of a file called ``name`` (and each later one) fail in ``fsync`` with
+    ``OSError(error)``, as a full disk does; returns the list of failed targets."""
+    real, seen, failed = os.fsync, [0], []
+
+    def fsync(fd):
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        if Path(target).name.startswith(f".{name}."):
+            seen[0] += 1
+            if seen[0] >= at:
+                failed.append(target)
+                raise OSError(error, os.strerror(error))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return failed
+
+
+def _no_temp_files(folder: Path) -> bool:
+    return not [p for p in folder.rglob(".*") if p.name != LOCK_FILE]
+
+
+@pytest.mark.parametrize("name, at, saved", [("checkpoint.pt", 2, 1), ("metrics.csv", 2, 2),
+                                              ("label_correction.csv", 1, 3), ("summary.json", 1, 3),
+                                              ("config.json", 1, 0)])
+def test_a_failed_write_is_one_line_keeps_the_last_checkpoint_and_resume_continues_exactly(
+        tmp_path, monkeypatch, capsys, reference, name, at, saved):
+    out = tmp_path / "run"
+    failed = _fail_writes(monkeypatch, name, at)
+    assert main(["train", *META, "--epochs", "3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert failed and "\n" not in err and f"cannot write {out / name}: no space left on device;" in err, err
+    monkeypatch.undo()  # space freed
+    if saved:
+        assert f"the last good checkpoint (epoch {saved}) is intact" in err
+        assert f"continue with `ebomlc train --resume --out {out}`" in err
+        assert not (out / LOCK_FILE).exists() and _no_temp_files(out)
+        assert load_torch(out / "checkpoint.pt")["epoch"] == saved  # the last good checkpoint, intact
+        assert main(["train", *META, "--out", str(out), "--resume"]) == 0
+    else:  # the first write: nothing is left behind, and the same command starts the run
+        assert "nothing was saved: free space and run the same command again" in err and not out.exists()
+        assert main(["train", *META, "--epochs", "3", "--out", str(out)]) == 0
+    assert {**_numbers(out), "dir": None} == {**reference, "dir": None}
+
+
+def test_a_full_file_system_mid_run_then_resume_after_freeing_space(tmp_path, capsys, reference):
+    """A real small tmpfs (when running as root and mounting works) whose space runs out at the second
+    checkpoint; the resumed run, after the file system grows, ends with the uninterrupted run's numbers."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs (the injected-ENOSPC test covers every write site)")
+    probe = tmp_path / "probe"
+    assert main(["train", *META, "--epochs", "1", "--out", str(probe)]) == 0
+    size = (probe / "checkpoint.pt").stat().st_size
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    # room for the first checkpoint and the small files, not for a second one written beside it
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(size * 1.5) // 4096 * 4096}", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mount -t tmpfs is not permitted here")
+    try:
+        out = mnt / "run"
+        capsys.readouterr()
+        assert main(["train", *META, "--epochs", "3", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and f"cannot write {out / 'checkpoint.pt'}: no space left on device;" in err, err
+        assert "the last good checkpoint (epoch 1) is intact" in err
+        assert load_torch(out / "checkpoint.pt")["epoch"] == 1 and _no_temp_files(out)
+        subprocess.run(["mount", "-o", f"remount,size={size * 8}", str(mnt)], check=True)
+        assert main(["train", *META, "--out", str(out), "--resume"]) == 0
+        assert {**_numbers(out), "dir": None} == {**reference, "dir": None}
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_correct_and_analyze_on_a_full_disk_are_one_line_and_write_nothing_half(tmp_path, monkeypatch, capsys,
+                                                                               reference):
+    from .test_analysis_support import write_study
+
+    target = tmp_path / "corrected.csv"
+    _fail_writes(monkeypatch, "corrected.csv")
+    assert main(["correct", str(reference["dir"]), "--out", str(target), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"cannot write {target}: no space left on device; free space" in err, err
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    study = write_study(tmp_path / "studies")
+    for name in ("results.parquet", "final_results.csv", "rank_table.md", "time.png", "missing.txt"):
+        out = tmp_path / f"analysis-{name}"
+        _fail_writes(monkeypatch, name)
+        assert main(["analyze", str(study), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"cannot write {out / name}: no space left on device; free space there" in err[0]
+        assert not (out / name).exists() and _no_temp_files(out)
+        monkeypatch.undo()
+    assert main(["analyze", str(study), "--out", str(tmp_path / "ok")]) == 0

@@ -21,6 +21,7 @@ from ebomlc.config import TrainConfig
 from ebomlc.data import NoisyData
 from ebomlc.train import DATA_FIELDS, Trainer, data_key, load_data, resolve_device
 from ebomlc.train.checkpoint import load_torch, save_torch
+from ebomlc.writes import writing
 
 from .spec import COMMON_METRICS, LABEL_CORRECTION_METRICS
 
@@ -78,6 +79,18 @@ def _report(trainer: Trainer, row: dict[str, Any], last: bool, checkpoint: bool 
     if not checkpoint:
         ray_tune.report(row)
         return
+    trial_dir = _trial_dir()
+    hint = (f"the trial's last good checkpoint is intact: free space and continue the study with "
+            f"`ebomlc study resume {Path(trial_dir).parent} --retry-errored`")
     with tempfile.TemporaryDirectory(prefix="ebomlc-ckpt-") as folder:
-        save_torch(trainer.state_dict(), Path(folder) / STATE_FILE)
-        ray_tune.report(row, checkpoint=ray_tune.Checkpoint.from_directory(folder))
+        with writing(Path(folder) / STATE_FILE, hint):
+            save_torch(trainer.state_dict(), Path(folder) / STATE_FILE)
+        with writing(f"{trial_dir}/checkpoint_* (Ray's copy of {Path(folder) / STATE_FILE})", hint):
+            ray_tune.report(row, checkpoint=ray_tune.Checkpoint.from_directory(folder))
+
+
+def _trial_dir() -> str:
+    try:
+        return ray_tune.get_context().get_trial_dir()
+    except Exception:  # noqa: BLE001 - outside a Tune session (a test calling _report)
+        return "TRIAL_DIR"

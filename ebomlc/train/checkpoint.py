@@ -1,68 +1,18 @@
-"""Atomic file writes and safe checkpoint reads.
+"""Checkpoint files: written atomically (:mod:`ebomlc.writes`) and read safely.
 
-A crash or a failing write (full disk, no permission) leaves either the old file or the new one,
-never half of one; a failing write is a one-line :class:`~ebomlc.errors.StorageError` naming the file.
 Checkpoints load with ``torch.load(weights_only=True)``: tensors, containers, numbers, strings and
 numpy arrays, never code stored in the file.
 """
 from __future__ import annotations
 
-import contextlib
-import errno
 import io
-import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
-from ..errors import EbomlcError, StorageError
-
-#: The hint of a failed write when the caller gives none.
-WRITE_HINT = "free space on its file system (or fix its permissions) and run again"
-
-
-def write_failure(path: str | Path, exc: BaseException, hint: str = WRITE_HINT) -> StorageError:
-    """The one-line error of a failed write of ``path``: ``cannot write PATH: no space left on device; HINT``."""
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        reason = "no space left on device"
-    elif isinstance(exc, OSError) and exc.strerror:
-        reason = exc.strerror[0].lower() + exc.strerror[1:]
-    else:
-        lines = str(exc).strip().splitlines()
-        reason = lines[0][:160] if lines else type(exc).__name__
-    return StorageError(f"cannot write {path}: {reason}; {hint}", path=str(path), reason=reason)
-
-
-@contextlib.contextmanager
-def writing(path: str | Path, hint: str = WRITE_HINT) -> Iterator[None]:
-    """Turn an ``OSError`` raised while writing ``path`` into :func:`write_failure`'s one line."""
-    try:
-        yield
-    except OSError as exc:
-        raise write_failure(path, exc, hint) from None
-
-
-def _atomic(path: Path, write) -> None:
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None and os.path.exists(tmp):
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise write_failure(path, exc) from None
-        raise
+from ..errors import EbomlcError
+from ..writes import _atomic, save_bytes, save_json, save_text, write_failure, writing  # noqa: F401 - re-exported
 
 
 def save_torch(obj: Any, path: str | Path) -> None:
@@ -110,19 +60,3 @@ def _unsafe_globals(path: str | Path) -> list[str]:
     except Exception:  # noqa: BLE001 - not a zip checkpoint: keep the loader's own message
         return []
     return [g for g in found if g not in allowed]
-
-
-def save_json(obj: Any, path: str | Path) -> None:
-    _atomic(Path(path), lambda f: f.write((json.dumps(obj, indent=2, default=_jsonable) + "\n").encode()))
-
-
-def save_text(text: str, path: str | Path) -> None:
-    _atomic(Path(path), lambda f: f.write(text.encode()))
-
-
-def _jsonable(o: Any) -> Any:
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    return str(o)

@@ -19,7 +19,7 @@ import numpy as np
 from ..config import TrainConfig
 from ..errors import EbomlcError, StorageError
 from ..progress import Progress
-from .checkpoint import load_torch, save_json, save_text, save_torch
+from .checkpoint import load_torch, save_json, save_text, save_torch, writing
 from .lock import LOCK_FILE, RunLock
 from .loop import DivergedError, Trainer, resolve_device
 
@@ -118,14 +118,12 @@ def train_run(config: TrainConfig, out: str | Path | None = None, resume: bool =
     started = time.perf_counter()
     out = Path(out) if out is not None else Path("runs") / config.runid
     lock = RunLock(out).acquire()
-    writing = False
     try:
         check_run_dir(out, resume)
         trainer = _prepare(config, out, resume, epochs, given)
-        writing = True
         return _train_locked(trainer, out, resume, progress, started)
     finally:
-        lock.release(remove_created=not writing)
+        lock.release(remove_created=True)  # a directory this run created and left empty goes too
 
 
 def _prepare(config: TrainConfig, out: Path, resume: bool, epochs: int | None, given: Iterable[str]) -> Trainer:
@@ -152,8 +150,13 @@ def _prepare(config: TrainConfig, out: Path, resume: bool, epochs: int | None, g
 
 
 def _resume_hint(out: Path, saved_epoch: int) -> str:
-    where = f"epoch {saved_epoch}" if saved_epoch else "no epoch yet"
-    return f"the last good checkpoint ({where}) is intact: free space and continue with `ebomlc train --resume --out {out}`"
+    """What to do after a failed write in run directory ``out`` whose checkpoint holds ``saved_epoch`` epochs."""
+    if saved_epoch:
+        return (f"the last good checkpoint (epoch {saved_epoch}) is intact: free space and continue with "
+                f"`ebomlc train --resume --out {out}`")
+    if (out / "config.json").is_file():
+        return f"no epoch was saved yet: free space and continue with `ebomlc train --resume --out {out}`"
+    return "nothing was saved: free space and run the same command again"
 
 
 def _train_locked(trainer: Trainer, out: Path, resume: bool, progress: bool, started: float) -> dict:
@@ -189,9 +192,9 @@ def _train_locked(trainer: Trainer, out: Path, resume: bool, progress: bool, sta
         summary["wall_time"] = time.perf_counter() - started
         save_json(summary, out / "summary.json")
         return summary
-    except StorageError as exc:
-        raise StorageError(f"cannot write {exc.path}: {exc.reason}; {_resume_hint(out, saved_epoch)}",
-                           path=exc.path, reason=exc.reason) from None
+    except StorageError:
+        with writing(out, _resume_hint(out, saved_epoch)):  # the same line (naming its file), how to continue
+            raise
     except KeyboardInterrupt as exc:
         if saved_epoch >= config.epochs:
             where = f"stopped after its last epoch ({saved_epoch}, saved in {out / CHECKPOINT}) before summary.json"
