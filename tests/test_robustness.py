@@ -301,3 +301,43 @@ def test_correct_and_analyze_on_a_full_disk_are_one_line_and_write_nothing_half(
         assert not (out / name).exists() and _no_temp_files(out)
         monkeypatch.undo()
     assert main(["analyze", str(study), "--out", str(tmp_path / "ok")]) == 0
+
+
+def test_a_study_trial_on_a_full_disk_errors_with_the_line_the_others_go_on_and_retry_errored_continues(tmp_path):
+    """Real processes: the study's third trial-checkpoint write fails with ENOSPC (tests/full_disk's
+    sitecustomize); that trial errors with the one line, the other finishes, and `study resume
+    --retry-errored` continues it from its last checkpoint to the numbers of an uninterrupted run."""
+    import yaml
+
+    from ebomlc import TrainConfig
+    from ebomlc.train import train_run
+    from tune.launch import study_status
+
+    from .studies import results, trial_dirs
+
+    spec = {"name": "full", "dataset": "digits", "methods": ["ce"], "grid": {"seed": [1, 2]}, "max_failures": 0,
+            "options": {"gold_fraction": 0.05, "device": "cpu", "epochs": 3, "max_steps_per_epoch": 3}}
+    file = tmp_path / "full.yaml"
+    file.write_text(yaml.safe_dump(spec))
+    counter = tmp_path / "writes-until-full"
+    counter.write_text("3")
+    env = {**_env(), "PYTHONPATH": f"{ROOT / 'tests' / 'full_disk'}:{ROOT}", "EBOMLC_TEST_FULL_DISK": str(counter)}
+    run = subprocess.run([sys.executable, "-m", "ebomlc", "study", "run", str(file), "--storage", str(tmp_path),
+                          "--quiet"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert counter.read_text() == "0" and run.returncode == 1, run.stderr[-3000:]
+    path = tmp_path / "full"
+    table = study_status(path)
+    assert sorted(table["state"]) == ["ERROR", "TERMINATED"]
+    error = table.loc[table["state"] == "ERROR", "error"].item()
+    assert "StorageError: cannot write " in error and "trainer.pt: no space left on device" in error, error
+    assert f"ebomlc study resume {path} --retry-errored" in error
+    resumed = subprocess.run([sys.executable, "-m", "ebomlc", "study", "resume", str(path), "--retry-errored"],
+                             env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert set(study_status(path)["state"]) == {"TERMINATED"}
+    for trial in trial_dirs(path):
+        rows = results(trial)
+        assert [r["epoch"] for r in rows] == [1, 2, 3], trial.name  # every epoch exactly once
+        params = json.loads((trial / "params.json").read_text())
+        summary = train_run(TrainConfig.from_dict(params), tmp_path / f"cli-{params['seed']}", progress=False)
+        assert summary["final_test_acc"] == rows[-1]["test_acc"]

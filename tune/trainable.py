@@ -79,9 +79,9 @@ def _report(trainer: Trainer, row: dict[str, Any], last: bool, checkpoint: bool 
     if not checkpoint:
         ray_tune.report(row)
         return
-    trial_dir = _trial_dir()
+    study_dir, trial_dir = _study_and_trial_dirs()
     hint = (f"the trial's last good checkpoint is intact: free space and continue the study with "
-            f"`ebomlc study resume {Path(trial_dir).parent} --retry-errored`")
+            f"`ebomlc study resume {study_dir} --retry-errored`")
     with tempfile.TemporaryDirectory(prefix="ebomlc-ckpt-") as folder:
         with writing(Path(folder) / STATE_FILE, hint):
             save_torch(trainer.state_dict(), Path(folder) / STATE_FILE)
@@ -89,8 +89,12 @@ def _report(trainer: Trainer, row: dict[str, Any], last: bool, checkpoint: bool 
             ray_tune.report(row, checkpoint=ray_tune.Checkpoint.from_directory(folder))
 
 
-def _trial_dir() -> str:
+def _study_and_trial_dirs() -> tuple[str, str]:
+    """Where this trial's study and trial directory are in the study's storage (``s3://...`` for cloud)."""
     try:
-        return ray_tune.get_context().get_trial_dir()
+        storage = ray_tune.get_context().get_storage()
+        kind = storage.storage_filesystem.type_name
+        study = ("" if kind == "local" else f"{kind}://") + f"{storage.storage_fs_path}/{storage.experiment_dir_name}"
+        return study, f"{study}/{storage.trial_dir_name}"
     except Exception:  # noqa: BLE001 - outside a Tune session (a test calling _report)
-        return "TRIAL_DIR"
+        return "STUDY_DIR", "TRIAL_DIR"
