@@ -341,3 +341,26 @@ def test_a_study_trial_on_a_full_disk_errors_with_the_line_the_others_go_on_and_
         params = json.loads((trial / "params.json").read_text())
         summary = train_run(TrainConfig.from_dict(params), tmp_path / f"cli-{params['seed']}", progress=False)
         assert summary["final_test_acc"] == rows[-1]["test_acc"]
+
+
+# ---------------------------------------------------------------------------- SIGTERM and Ctrl-C of a run
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_or_ctrl_c_says_where_the_run_stopped_and_resume_continues(tmp_path, signum, code):
+    out = tmp_path / "D"
+    proc = _train_at(0.0, *DIGITS, "--epochs", "400", "--out", str(out))
+    deadline = time.time() + 120
+    while not (out / "metrics.csv").exists() or len(_metric_epochs(out)) < 2:
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    rc, (_, err) = proc.wait(timeout=60), proc.communicate()
+    line = err.strip()
+    assert rc == code and "\n" not in line, err
+    saved = load_torch(out / "checkpoint.pt")["epoch"]
+    assert line == (f"ebomlc: interrupted: stopped in epoch {saved + 1} of 400; epochs 1-{saved} are saved in "
+                    f"{out / 'checkpoint.pt'}; continue with: ebomlc train --resume --out {out}")
+    # a consistent directory: the checkpoint and metrics.csv hold the same epochs, no temporary files, no lock
+    assert _metric_epochs(out) == list(range(1, saved + 1)) and _no_temp_files(out)
+    assert not (out / LOCK_FILE).exists()
+    assert main(["train", *DIGITS, "--out", str(out), "--resume", "--epochs", str(saved + 2)]) == 0
+    assert _metric_epochs(out) == list(range(1, saved + 3))

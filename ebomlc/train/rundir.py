@@ -6,13 +6,15 @@ Every file is written atomically after each epoch, so a crash leaves a resumable
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import json
+import signal
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -149,6 +151,17 @@ def _prepare(config: TrainConfig, out: Path, resume: bool, epochs: int | None, g
     return trainer
 
 
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back for the block; one that arrived meanwhile is delivered after it."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _resume_hint(out: Path, saved_epoch: int) -> str:
     """What to do after a failed write in run directory ``out`` whose checkpoint holds ``saved_epoch`` epochs."""
     if saved_epoch:
@@ -172,9 +185,10 @@ def _train_locked(trainer: Trainer, out: Path, resume: bool, progress: bool, sta
         try:
             while trainer.epoch < config.epochs:
                 row = trainer.run_epoch(on_step=lambda i, n: bar.step(trainer.epoch + 1, i, n), on_eval=bar.evaluating)
-                save_torch(trainer.state_dict(), out / CHECKPOINT)
-                saved_epoch = trainer.epoch
-                save_text(metrics_csv(trainer.history), out / "metrics.csv")
+                with _signals_deferred():  # checkpoint and metrics.csv of one epoch, or neither
+                    save_torch(trainer.state_dict(), out / CHECKPOINT)
+                    saved_epoch = trainer.epoch
+                    save_text(metrics_csv(trainer.history), out / "metrics.csv")
                 bar.epoch(row)
         except DivergedError as exc:
             save_json({**trainer.summary(), "diverged": str(exc), "wall_time": time.perf_counter() - started},
