@@ -8,6 +8,8 @@ from typing import Callable
 import pandas as pd
 
 from ebomlc.errors import EbomlcError, StorageError
+from ebomlc.provenance import COMPARED, describe
+from ebomlc.provenance import PREFIX as PROVENANCE_PREFIX
 from ebomlc.writes import save_text
 
 from .load import STATUSES, load_study, save_parquet
@@ -48,6 +50,9 @@ def table_document(part: pd.DataFrame, dataset: str | None, table: pd.DataFrame,
         lines += [f"Classes ({len(names)}): {shown}.", ""]
     if study:
         lines += [f"Study `{study}`, {status_line(part)}.", ""]
+    origin = provenance_line(part)
+    if origin:
+        lines += [origin, ""]
     lines += ["Cells: mean ± std of the final test accuracy (%) over seeds, finished trials only; "
               "bold: best per column; Avg. Rank: mean rank over the settings (1 = best, ties share the "
               "average rank); Time: mean training time of a trial.", "", to_markdown(table)]
@@ -57,6 +62,23 @@ def table_document(part: pd.DataFrame, dataset: str | None, table: pd.DataFrame,
         lines += ["Missing or incomplete cells (`–` = no finished trial):", ""]
         lines += [f"- {r.method} at {r.setting}: {r.note}" for r in missing.itertuples()]
     return "\n".join(lines) + "\n"
+
+
+def provenance_line(part: pd.DataFrame) -> str | None:
+    """Where the trials of one table ran: ``Ran on: <device and versions>.`` when they all agree, else
+    ``**The trials ran on different devices or versions**: ...`` naming each differing value and its trial count
+    (None for trials that recorded no provenance)."""
+    columns = [PROVENANCE_PREFIX + key for key in COMPARED if PROVENANCE_PREFIX + key in part]
+    recorded = part[columns].dropna(how="all") if columns else part.iloc[0:0]
+    if recorded.empty:
+        return None
+    values = {c: recorded[c].astype(str).value_counts(sort=False) for c in columns}
+    differing = {c: v for c, v in values.items() if len(v) > 1}
+    if not differing:
+        return "Ran on: " + describe({c[len(PROVENANCE_PREFIX):]: recorded[c].iloc[0] for c in columns}) + "."
+    parts = [f"{c[len(PROVENANCE_PREFIX):]} " + ", ".join(f"{value} ({n} trial{'s' * (n != 1)})" for value, n in v.items())
+             for c, v in differing.items()]
+    return "**The trials ran on different devices or versions**: " + "; ".join(parts) + "."
 
 
 def _output_dir(out: Path) -> Path:
@@ -150,6 +172,9 @@ def _analyze(path: str | Path, out: str | Path | None, echo: Callable[[str], Non
         tag = f"_{_slug(name)}" if several else ""
         table, missing = rank_table(part, name), missing_cells(part, name)
         lines += _missing_text(missing)
+        origin = provenance_line(part)
+        if origin and origin.startswith("**"):
+            say(("" if name is None else f"{name}: ") + origin.replace("**", ""))
         doc = out / f"rank_table{tag}.md"
         extra = population_lines(df[df["trial_dir"].isin(part["trial_dir"])], part, fixed, compare_name)
         save_text(table_document(part, name, table, missing, study) + "".join(f"{line}\n" for line in extra), doc)

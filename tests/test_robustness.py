@@ -341,6 +341,8 @@ def test_a_study_trial_on_a_full_disk_errors_with_the_line_the_others_go_on_and_
         params = json.loads((trial / "params.json").read_text())
         summary = train_run(TrainConfig.from_dict(params), tmp_path / f"cli-{params['seed']}", progress=False)
         assert summary["final_test_acc"] == rows[-1]["test_acc"]
+        assert rows[-1]["prov_torch_version"] == torch.__version__ and rows[-1]["prov_ray_version"] == _ray_version()
+        assert rows[-1]["prov_threads"] == 1 and rows[-1]["prov_device"] == "cpu" and rows[-1]["prov_host"]
 
 
 # ---------------------------------------------------------------------------- SIGTERM and Ctrl-C of a run
@@ -364,3 +366,60 @@ def test_sigterm_or_ctrl_c_says_where_the_run_stopped_and_resume_continues(tmp_p
     assert not (out / LOCK_FILE).exists()
     assert main(["train", *DIGITS, "--out", str(out), "--resume", "--epochs", str(saved + 2)]) == 0
     assert _metric_epochs(out) == list(range(1, saved + 3))
+
+
+# ---------------------------------------------------------------------------- every number says where it came from
+def test_config_and_summary_record_software_and_hardware(tmp_path):
+    import platform
+    import socket
+
+    from ebomlc.provenance import cpu_model
+
+    out = tmp_path / "run"
+    assert main(["train", *DIGITS, "--epochs", "1", "--max_steps_per_epoch", "2", "--out", str(out)]) == 0
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True).stdout.strip())
+    for name in ("config.json", "summary.json"):
+        origin = json.loads((out / name).read_text())["provenance"]
+        assert origin == {"ebomlc_version": ebomlc.__version__, "git_commit": commit, "git_dirty": dirty,
+                          "torch_version": torch.__version__, "ray_version": _ray_version(),
+                          "python_version": platform.python_version(), "device": "cpu", "device_name": cpu_model(),
+                          "device_count": os.cpu_count(), "threads": 1, "host": socket.gethostname()}
+    assert cpu_model() and cpu_model() != "unknown CPU"
+    # the saved options stay resumable (provenance is not an option)
+    assert main(["train", *DIGITS, "--out", str(out), "--resume", "--epochs", "2", "--max_steps_per_epoch", "2"]) == 0
+
+
+def _ray_version() -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version("ray")
+
+
+def test_rank_table_header_says_when_trials_ran_on_different_devices_or_versions(tmp_path, capsys):
+    from analysis.report import analyze
+
+    from .test_analysis_support import write_study
+
+    study = write_study(tmp_path / "studies")
+    origin = {"prov_device_name": "NVIDIA H100 80GB HBM3", "prov_device_count": 1, "prov_torch_version": "2.13.0",
+              "prov_ray_version": "2.60.0", "prov_python_version": "3.12.3", "prov_ebomlc_version": "0.1.0",
+              "prov_git_commit": "0123456789abcdef", "prov_git_dirty": False}
+    trials = sorted(p for p in study.iterdir() if p.is_dir())
+    for i, trial in enumerate(trials):
+        rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+        other = {"prov_device_name": "NVIDIA A10G"} if i == 0 else {}
+        (trial / "result.json").write_text("".join(json.dumps({**r, **origin, **other}) + "\n" for r in rows))
+    analyze(study, tmp_path / "a", echo=print)
+    header = (tmp_path / "a" / "rank_table.md").read_text().split("|")[0]
+    assert ("**The trials ran on different devices or versions**: device_name NVIDIA H100 80GB HBM3 (17 trials), "
+            "NVIDIA A10G (1 trial).") in header, header
+    assert "The trials ran on different devices or versions: device_name" in capsys.readouterr().out
+    for trial in trials[:1]:  # all alike now
+        rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+        (trial / "result.json").write_text("".join(json.dumps({**r, **origin}) + "\n" for r in rows))
+    analyze(study, tmp_path / "b")
+    header = (tmp_path / "b" / "rank_table.md").read_text().split("|")[0]
+    assert ("Ran on: NVIDIA H100 80GB HBM3 x1, torch 2.13.0, Ray 2.60.0, Python 3.12.3, ebomlc 0.1.0 "
+            "(commit 0123456789).") in header, header

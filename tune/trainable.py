@@ -19,6 +19,7 @@ from ray import tune as ray_tune
 
 from ebomlc.config import TrainConfig
 from ebomlc.data import NoisyData
+from ebomlc.provenance import flat, provenance
 from ebomlc.train import DATA_FIELDS, Trainer, data_key, load_data, resolve_device
 from ebomlc.train.checkpoint import load_torch, save_torch
 from ebomlc.writes import writing
@@ -53,16 +54,17 @@ def train_trial(config: dict[str, Any], checkpoint_every: int = 1, record: tuple
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             trainer.load_state_dict(load_torch(Path(folder) / STATE_FILE))
+    origin = flat(provenance(device))  # of this process: a trial continued elsewhere reports where it went on
     unevaluated = dict.fromkeys(COMMON_METRICS + (LABEL_CORRECTION_METRICS if trainer.method.corrects_labels else ()),
                                 math.nan)
     if trainer.epoch >= cfg.epochs and trainer.history:
         # restored at its end (PBT continued this trial from a finished donor): report that last epoch as
         # this trial's, so every trial's record ends with its final epoch
-        _report(trainer, {**unevaluated, **trainer.values_in_force(record), **trainer.history[-1]}, True)
+        _report(trainer, {**unevaluated, **trainer.values_in_force(record), **trainer.history[-1], **origin}, True)
     while trainer.epoch < cfg.epochs:
         # DivergedError: Tune records the trial as errored. Epochs between evaluations (eval_every)
         # report NaN test metrics: Tune wants the study's metric in every result.
-        row = {**unevaluated, **trainer.values_in_force(record), **trainer.run_epoch()}
+        row = {**unevaluated, **trainer.values_in_force(record), **trainer.run_epoch(), **origin}
         last = trainer.epoch == cfg.epochs
         _report(trainer, row, last, checkpoint=last or trainer.epoch % checkpoint_every == 0)
 

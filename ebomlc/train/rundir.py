@@ -21,6 +21,7 @@ import numpy as np
 from ..config import TrainConfig
 from ..errors import EbomlcError, StorageError
 from ..progress import Progress
+from ..provenance import provenance
 from .checkpoint import load_torch, save_json, save_text, save_torch, writing
 from .lock import LOCK_FILE, RunLock
 from .loop import DivergedError, Trainer, resolve_device
@@ -81,6 +82,7 @@ def saved_config(out: Path) -> tuple[TrainConfig, dict | None]:
     try:
         saved = json.loads((out / "config.json").read_text())
         saved.pop("data", None)
+        saved.pop("provenance", None)
         return TrainConfig.from_dict(saved), None
     except (OSError, ValueError, EbomlcError) as exc:
         raise EbomlcError(f"{out / 'config.json'} is unreadable ({exc}); start afresh with another --out") from None
@@ -175,9 +177,10 @@ def _resume_hint(out: Path, saved_epoch: int) -> str:
 def _train_locked(trainer: Trainer, out: Path, resume: bool, progress: bool, started: float) -> dict:
     config = trainer.config
     saved_epoch = trainer.epoch  # of the checkpoint on disk
+    origin = provenance(trainer.device)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        save_json({**config.to_dict(), "data": trainer.data.summary()}, out / "config.json")
+        save_json({**config.to_dict(), "data": trainer.data.summary(), "provenance": origin}, out / "config.json")
         bar = Progress(config.runid, config.epochs, enabled=progress)
         bar.note(describe_data(trainer))
         if resume:
@@ -191,8 +194,8 @@ def _train_locked(trainer: Trainer, out: Path, resume: bool, progress: bool, sta
                     save_text(metrics_csv(trainer.history), out / "metrics.csv")
                 bar.epoch(row)
         except DivergedError as exc:
-            save_json({**trainer.summary(), "diverged": str(exc), "wall_time": time.perf_counter() - started},
-                      out / "summary.json")
+            save_json({**trainer.summary(), "diverged": str(exc), "wall_time": time.perf_counter() - started,
+                       "provenance": origin}, out / "summary.json")
             raise
         summary = trainer.summary()
         matrix = trainer.label_correction_matrix()
@@ -204,6 +207,7 @@ def _train_locked(trainer: Trainer, out: Path, resume: bool, progress: bool, sta
             save_text(header + "\n" + body + "\n", out / "label_correction.csv")
             summary["label_correction_acc"] = float(np.trace(matrix) / matrix.sum())
         summary["wall_time"] = time.perf_counter() - started
+        summary["provenance"] = origin
         save_json(summary, out / "summary.json")
         return summary
     except StorageError:
