@@ -423,3 +423,29 @@ def test_rank_table_header_says_when_trials_ran_on_different_devices_or_versions
     header = (tmp_path / "b" / "rank_table.md").read_text().split("|")[0]
     assert ("Ran on: NVIDIA H100 80GB HBM3 x1, torch 2.13.0, Ray 2.60.0, Python 3.12.3, ebomlc 0.1.0 "
             "(commit 0123456789).") in header, header
+
+
+def test_a_second_study_driver_is_refused_while_one_holds_the_study_directory(tmp_path, capsys):
+    """`study run` and `study resume` take the study directory's lock before anything else (a real holder
+    process here stands in for a running driver; nothing is started or written)."""
+    import yaml
+
+    study = tmp_path / "s"
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"name": "s", "dataset": "digits", "methods": ["ce"], "options": {"epochs": 1}}))
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ebomlc.train.lock import RunLock; "
+                               "RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)", str(study)],
+                              env=_env(), cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(["study", "run", str(spec), "--storage", str(tmp_path), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and f"study directory {study} is in use by another run (pid {holder.pid} on " in err
+        assert f"watch it with `ebomlc study status {study}`" in err
+        (study / "tuner.pkl").write_bytes(b"")  # as if the running driver had created its study
+        assert main(["study", "resume", str(study)]) == 2
+        assert f"is in use by another run (pid {holder.pid} on " in capsys.readouterr().err
+        assert sorted(p.name for p in study.iterdir()) == [LOCK_FILE, "tuner.pkl"]
+    finally:
+        holder.kill()
+        holder.wait()

@@ -53,9 +53,10 @@ class RunLock:
     """The exclusive lock of one run directory; ``acquire`` creates the directory when need be, and
     ``release`` removes what ``acquire`` created (the lock file, and the directory if it is left empty)."""
 
-    def __init__(self, folder: str | Path, what: str = "run directory"):
+    def __init__(self, folder: str | Path, what: str = "run directory",
+                 hint: str = "wait for it to end, or choose another --out/--runid"):
         self.folder = Path(folder)
-        self.what = what
+        self.what, self.hint = what, hint
         self.fd: int | None = None
         self.created: Path | None = None  # the topmost directory acquire created
 
@@ -81,7 +82,7 @@ class RunLock:
             except BlockingIOError:
                 os.close(fd)
                 raise RunLocked(f"{self.what} {self.folder} is in use by another run ({describe_holder(self._wait_holder())}); "
-                                f"wait for it to end, or choose another --out/--runid") from None
+                                f"{self.hint}") from None
             try:  # the file may have been removed (a releasing holder) after we opened it: lock the new one
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
