@@ -449,3 +449,41 @@ def test_a_second_study_driver_is_refused_while_one_holds_the_study_directory(tm
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_restored_trial_continues_from_its_own_checkpoint_of_the_last_recorded_epoch(tmp_path, monkeypatch):
+    """What a killed driver leaves: result.json records epoch 3 but the experiment state knew epoch 1's
+    checkpoint; the trial's own checkpoints are found by content (Tune renumbers them after a restore)."""
+    import pyarrow.fs
+    from ray import tune as ray_tune
+
+    import tune.trainable as trainable
+    from ebomlc.config import TrainConfig
+    from ebomlc.train import Trainer
+    from ebomlc.train.checkpoint import save_torch
+
+    trainer = Trainer(TrainConfig(method="ce", dataset="digits", epochs=3, max_steps_per_epoch=2, threads=1))
+    trial = tmp_path / "trial"
+    states = {}
+    for epoch in (1, 2, 3):
+        trainer.run_epoch(evaluate=False)
+        states[epoch] = trainer.state_dict()
+    for name, epoch in (("checkpoint_000000", 3), ("checkpoint_000001", 1), ("checkpoint_000002", 2)):
+        save_torch(states[epoch], trial / name / trainable.STATE_FILE)
+    (trial / "checkpoint_000003").mkdir()
+    (trial / "checkpoint_000003" / trainable.STATE_FILE).write_bytes(b"cut")
+    (trial / "result.json").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in (1, 2, 3)) + '{"epo')
+
+    class Storage:
+        storage_filesystem, trial_fs_path = pyarrow.fs.LocalFileSystem(), str(trial)
+
+    class Context:
+        def get_storage(self):
+            return Storage()
+
+    monkeypatch.setattr(ray_tune, "get_context", lambda: Context())
+    found = trainable.own_reported_checkpoint(1)
+    assert found["epoch"] == 3 and torch.equal(found["torch_rng"], states[3]["torch_rng"])
+    assert trainable.own_reported_checkpoint(3) is None  # Tune's own checkpoint is the latest already
+    (trial / "checkpoint_000000" / trainable.STATE_FILE).unlink()  # the epoch-3 checkpoint is gone
+    assert trainable.own_reported_checkpoint(1) is None

@@ -100,18 +100,18 @@ def own_reported_checkpoint(epoch: int) -> dict | None:
         last = max(recorded, default=0)
         if last <= epoch:
             return None
-        folders = sorted((i.path for i in fs.get_file_info(pyarrow.fs.FileSelector(trial))
-                          if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("checkpoint_")),
-                         reverse=True)
-        for folder in folders:
-            with tempfile.TemporaryDirectory(prefix="ebomlc-restore-") as tmp:
-                with fs.open_input_stream(f"{folder}/{STATE_FILE}") as f, open(Path(tmp) / STATE_FILE, "wb") as g:
-                    g.write(f.read())
-                state = load_torch(Path(tmp) / STATE_FILE)
+        folders = [i.path for i in fs.get_file_info(pyarrow.fs.FileSelector(trial))
+                   if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("checkpoint_")]
+        for folder in folders:  # by content, not name: Tune's numbering restarts from the checkpoint it knew
+            try:
+                with tempfile.TemporaryDirectory(prefix="ebomlc-restore-") as tmp:
+                    with fs.open_input_stream(f"{folder}/{STATE_FILE}") as f, open(Path(tmp) / STATE_FILE, "wb") as g:
+                        g.write(f.read())
+                    state = load_torch(Path(tmp) / STATE_FILE)
+            except Exception:  # noqa: BLE001 - one cut or foreign checkpoint: look at the others
+                continue
             if int(state["epoch"]) == last:
                 return state
-            if int(state["epoch"]) < last:
-                return None
     except Exception:  # noqa: BLE001 - no storage context, a cut file, a foreign checkpoint: Tune's checkpoint
         return None
     return None
