@@ -16,7 +16,6 @@ import torch
 
 import ebomlc
 from ebomlc.cli import main
-from ebomlc.errors import EbomlcError
 from ebomlc.train.checkpoint import load_torch
 from ebomlc.train.lock import LOCK_FILE, RunLock, RunLocked
 
@@ -440,11 +439,11 @@ def test_a_second_study_driver_is_refused_while_one_holds_the_study_directory(tm
         assert holder.stdout.readline().strip() == "locked"
         assert main(["study", "run", str(spec), "--storage", str(tmp_path), "--quiet"]) == 2
         err = capsys.readouterr().err.strip()
-        assert "\n" not in err and f"study directory {study} is in use by another run (pid {holder.pid} on " in err
+        assert "\n" not in err and f"study {study} is running (driver pid {holder.pid} on " in err
         assert f"watch it with `ebomlc study status {study}`" in err
         (study / "tuner.pkl").write_bytes(b"")  # as if the running driver had created its study
         assert main(["study", "resume", str(study)]) == 2
-        assert f"is in use by another run (pid {holder.pid} on " in capsys.readouterr().err
+        assert f"is running (driver pid {holder.pid} on " in capsys.readouterr().err
         assert sorted(p.name for p in study.iterdir()) == [LOCK_FILE, "tuner.pkl"]
     finally:
         holder.kill()

@@ -116,9 +116,13 @@ def driver_lock(location: str) -> Iterator[None]:
     if store.is_uri(location):
         yield
         return
-    from ebomlc.train.lock import RunLock
+    from ebomlc.train.lock import RunLock, RunLocked, describe_holder, read_holder
 
-    lock = RunLock(location, "study directory", f"watch it with `ebomlc study status {location}`").acquire()
+    try:
+        lock = RunLock(location, "study directory").acquire()
+    except RunLocked:
+        raise RunLocked(f"study {location} is running (driver {describe_holder(read_holder(Path(location)))}); "
+                        f"watch it with `ebomlc study status {location}`") from None
     try:
         yield
     finally:
