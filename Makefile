@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo variants pbt clean
+.PHONY: setup test demo variants pbt gpu-check clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,15 @@ pbt: $(STAMP)
 	$(PY) -m ebomlc study run tune/studies/pbt_digits_fixed.yaml
 	$(PY) -m ebomlc analyze runs/studies/pbt_digits --compare runs/studies/pbt_digits_fixed
 	@echo "comparison in runs/studies/pbt_digits/analysis/rank_table.md; schedules in schedule_*.png"
+
+# The GPU check (benchmarks/gpu_check.py, ~8 min on one GPU): CPU agreement of every method, step times,
+# packing, a 2-epoch CIFAR-10 run and the projection for table1_cifar10.yaml; gpu_check.json + gpu_check.md.
+# CIFAR10_DIR: CIFAR-10 as JPEG folders or pickles. Without a GPU: make gpu-check GPU_CHECK_FLAGS="--device cpu --quick"
+CIFAR10_DIR ?= data/cifar10
+GPU_CHECK_FLAGS ?= --device cuda --data_dir $(CIFAR10_DIR)
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_FLAGS) --json gpu_check.json --md gpu_check.md
+	@echo "results in gpu_check.json; the markdown block for BENCHMARKS.md in gpu_check.md"
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

@@ -7,6 +7,7 @@ object per epoch). Running, stopped and errored trials load as far as they got.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -18,6 +19,7 @@ import yaml
 
 from ebomlc.config import fill_presets
 from ebomlc.errors import EbomlcError
+from ebomlc.writes import save_bytes
 from tune.storage import SPEC_FILE
 
 PARAMS_FILE = "params.json"
@@ -213,6 +215,7 @@ def save_parquet(df: pd.DataFrame, path: str | Path) -> Path:
         if len(kinds - {int, float}) > 0 and len(kinds) > 1:  # mixed types: write as text
             values = values.map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
         out[column] = values
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out.to_parquet(path, index=False)
+    buffer = io.BytesIO()
+    out.to_parquet(buffer, index=False)
+    save_bytes(buffer.getvalue(), path)  # atomic; a full disk is one StorageError line naming the file
     return path

@@ -5,6 +5,8 @@ Figures are built with ``matplotlib.figure.Figure`` (Agg canvas): no pyplot, no 
 """
 from __future__ import annotations
 
+import io
+
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ebomlc.errors import EbomlcError
+from ebomlc.writes import save_bytes
 
 from .load import setting_order
 from .results import (by_dataset, class_names, scheduled_params, final_results, selection, format_value, method_labels, method_name, one_dataset, param_column,
@@ -27,7 +30,9 @@ def _save(fig: Figure, path: str | Path, also: Sequence[str] = ()) -> Figure:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for target in [path, *(path.with_suffix(s) for s in also)]:
-        fig.savefig(target, dpi=150)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, dpi=150, format=target.suffix.lstrip("."))
+        save_bytes(buffer.getvalue(), target)  # atomic; a full disk is one StorageError line naming the file
     return fig
 
 

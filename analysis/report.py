@@ -7,7 +7,10 @@ from typing import Callable
 
 import pandas as pd
 
-from ebomlc.errors import EbomlcError
+from ebomlc.errors import EbomlcError, StorageError
+from ebomlc.provenance import COMPARED, describe
+from ebomlc.provenance import PREFIX as PROVENANCE_PREFIX
+from ebomlc.writes import save_text
 
 from .load import STATUSES, load_study, save_parquet
 from .plots import plot_ablation, plot_curves, plot_label_correction, plot_schedule, plot_time
@@ -79,6 +82,9 @@ def table_document(part: pd.DataFrame, dataset: str | None, table: pd.DataFrame,
         lines += [f"Classes ({len(names)}): {shown}.", ""]
     if study:
         lines += [f"Study `{study}`, {status_line(part)}.", ""]
+    origin = provenance_line(part)
+    if origin:
+        lines += [origin, ""]
     lines += ["Cells: mean ± std of the final test accuracy (%) over seeds, finished trials only; "
               "bold: best per column; Avg. Rank: mean rank over the settings (1 = best, ties share the "
               "average rank); Time: mean training time of a trial.", "", chosen_by(part), "", to_markdown(table)]
@@ -88,6 +94,23 @@ def table_document(part: pd.DataFrame, dataset: str | None, table: pd.DataFrame,
         lines += ["Missing or incomplete cells (`–` = no finished trial):", ""]
         lines += [f"- {r.method} at {r.setting}: {r.note}" for r in missing.itertuples()]
     return "\n".join(lines) + "\n"
+
+
+def provenance_line(part: pd.DataFrame) -> str | None:
+    """Where the trials of one table ran: ``Ran on: <device and versions>.`` when they all agree, else
+    ``**The trials ran on different devices or versions**: ...`` naming each differing value and its trial count
+    (None for trials that recorded no provenance)."""
+    columns = [PROVENANCE_PREFIX + key for key in COMPARED if PROVENANCE_PREFIX + key in part]
+    recorded = part[columns].dropna(how="all") if columns else part.iloc[0:0]
+    if recorded.empty:
+        return None
+    values = {c: recorded[c].astype(str).value_counts(sort=False) for c in columns}
+    differing = {c: v for c, v in values.items() if len(v) > 1}
+    if not differing:
+        return "Ran on: " + describe({c[len(PROVENANCE_PREFIX):]: recorded[c].iloc[0] for c in columns}) + "."
+    parts = [f"{c[len(PROVENANCE_PREFIX):]} " + ", ".join(f"{value} ({n} trial{'s' * (n != 1)})" for value, n in v.items())
+             for c, v in differing.items()]
+    return "**The trials ran on different devices or versions**: " + "; ".join(parts) + "."
 
 
 def _output_dir(out: Path) -> Path:
@@ -159,7 +182,18 @@ def analyze(path: str | Path, out: str | Path | None = None,
     into ``out`` (default ``<path>/analysis``); return the written files. ``echo`` receives progress
     lines (status of the trials, missing cells). Partial studies are fine: missing cells are listed.
     A population-based study's rank table gains a section on its schedules, compared with the fixed
-    settings of the study at ``compare`` when given."""
+    settings of the study at ``compare`` when given. Every file is written atomically; a failed write
+    (full disk) is one :class:`StorageError` line naming the file."""
+    try:
+        return _analyze(path, out, echo, compare)
+    except StorageError as exc:
+        raise StorageError(f"cannot write {exc.path}: {exc.reason}; free space there (or choose another --out) and "
+                           f"run `ebomlc analyze` again (the study itself is untouched)", exc.path, exc.reason) from None
+
+
+def _analyze(path: str | Path, out: str | Path | None, echo: Callable[[str], None] | None,
+             compare: str | Path | None) -> list[Path]:
+    """The body of :func:`analyze`."""
     say = echo or (lambda _line: None)
     path = Path(path)
     out = Path(out) if out is not None else path / "analysis"
@@ -169,7 +203,8 @@ def analyze(path: str | Path, out: str | Path | None = None,
     say(f"study {study}: {status_line(final)}")
     _output_dir(out)
     written = [save_parquet(df, out / "results.parquet")]
-    final.drop(columns=["lc_matrix", "class_names"], errors="ignore").to_csv(out / "final_results.csv", index=False)
+    save_text(final.drop(columns=["lc_matrix", "class_names"], errors="ignore").to_csv(index=False),
+              out / "final_results.csv")
     written.append(out / "final_results.csv")
 
     fixed, compare_name = None, None
@@ -182,16 +217,19 @@ def analyze(path: str | Path, out: str | Path | None = None,
         tag = f"_{_slug(name)}" if several else ""
         table, missing = rank_table(part, name), missing_cells(part, name)
         lines += _missing_text(missing)
+        origin = provenance_line(part)
+        if origin and origin.startswith("**"):
+            say(("" if name is None else f"{name}: ") + origin.replace("**", ""))
         doc = out / f"rank_table{tag}.md"
         extra = population_lines(df[df["trial_dir"].isin(part["trial_dir"])], part, fixed, compare_name)
         if not extra and part["test_at_best_val"].notna().any():  # a grid or search with a validation set
             at_best = rank_table(part, name, metric="test_at_best_val")
             extra = best_val_document(part, at_best)
             written.append(out / f"rank_table_best_val{tag}.tex")
-            written[-1].write_text(to_latex(at_best))
-        doc.write_text(table_document(part, name, table, missing, study) + "".join(f"{line}\n" for line in extra))
+            save_text(to_latex(at_best), written[-1])
+        save_text(table_document(part, name, table, missing, study) + "".join(f"{line}\n" for line in extra), doc)
         tex = out / f"rank_table{tag}.tex"
-        tex.write_text(to_latex(table))
+        save_text(to_latex(table), tex)
         written += [doc, tex]
         for param in dict.fromkeys(p for ps in swept_params(part).values() for p in ps):
             written.append(out / f"ablation_{_slug(param_name(param))}{tag}.png")
@@ -210,7 +248,7 @@ def analyze(path: str | Path, out: str | Path | None = None,
     written.append(out / "time.png")
     plot_time(final, written[-1])
 
-    (out / "missing.txt").write_text("\n".join(lines) + "\n" if lines else "no missing cells\n")
+    save_text("\n".join(lines) + "\n" if lines else "no missing cells\n", out / "missing.txt")
     written.append(out / "missing.txt")
     if lines:
         say(f"{len(lines)} missing or incomplete cell{'s' * (len(lines) != 1)}:")

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ebomlc.config import TrainConfig
 from ebomlc.errors import EbomlcError
+from ebomlc.provenance import PREFIX as PROVENANCE_PREFIX
 
 from .load import STATUSES, TRIAL_COLUMNS, setting_order
 
@@ -158,6 +159,10 @@ def final_results(df: pd.DataFrame) -> pd.DataFrame:
         for column in ("lc_matrix", "class_names"):
             values = reported[column].dropna() if column in reported else []
             record[column] = values.iloc[-1] if len(values) else None
+        for column in (c for c in trial.columns if c.startswith(PROVENANCE_PREFIX)):
+            # where the trial ran; "A / B" when it continued in a process elsewhere
+            values = list(dict.fromkeys(str(v) for v in reported[column].dropna()))
+            record[column] = " / ".join(values) if values else None
         records.append(record)
     final = pd.DataFrame.from_records(records)
     final["finished"] = final["finished"].astype(bool)

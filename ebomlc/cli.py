@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
 from typing import Sequence
 
@@ -270,14 +271,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "train":
         args.train_argv = argv[argv.index("train") + 1:]
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         return args.func(args)
     except EbomlcError as exc:
         print(f"ebomlc: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("ebomlc: interrupted; resume with --resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"ebomlc: interrupted: {exc}" if str(exc) else "ebomlc: interrupted; resume with --resume",
+              file=sys.stderr)
+        return 128 + getattr(exc, "signum", signal.SIGINT)
+
+
+def _terminate_as_interrupt(signum, _frame) -> None:
+    """SIGTERM ends a command as Ctrl-C does (the run says where it stopped), exit 143."""
+    exc = KeyboardInterrupt()
+    exc.signum = signum
+    raise exc
 
 
 if __name__ == "__main__":

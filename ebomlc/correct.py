@@ -89,7 +89,8 @@ def find_checkpoint(run_dir: Path) -> Path:
     for name in (CHECKPOINT, TRIAL_STATE):
         if (run_dir / name).is_file():
             return run_dir / name
-    trial = sorted(run_dir.glob(f"checkpoint_*/{TRIAL_STATE}"), key=lambda p: p.parent.name)
+    # the newest write, then the highest number (a restored trial may renumber from an older checkpoint)
+    trial = sorted(run_dir.glob(f"checkpoint_*/{TRIAL_STATE}"), key=lambda p: (p.stat().st_mtime_ns, p.parent.name))
     if trial:
         return trial[-1]
     raise EbomlcError(f"{run_dir} has no {CHECKPOINT} and no checkpoint_*/{TRIAL_STATE}; point at a run directory "

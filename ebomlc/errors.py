@@ -14,3 +14,11 @@ class DataError(EbomlcError):
 
 class ConfigError(EbomlcError):
     """An option value that is out of range or inconsistent with the others."""
+
+
+class StorageError(EbomlcError):
+    """A write that failed (no space left, no permission): names the file and what to do."""
+
+    def __init__(self, message: str, path: str | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.path, self.reason = path, reason

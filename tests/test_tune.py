@@ -80,7 +80,7 @@ def test_a_study_trial_and_ebomlc_train_give_identical_metrics(ray_session, tmp_
     finally:
         torch.set_num_threads(before)
     cli = json.loads((tmp_path / "cli" / "config.json").read_text())
-    assert {k: v for k, v in cli.items() if k != "data"} == {**params, "runid": cli["runid"]}
+    assert {k: v for k, v in cli.items() if k not in ("data", "provenance")} == {**params, "runid": cli["runid"]}
     trial_rows = results(trial)
     assert summary["final_test_acc"] == trial_rows[-1]["test_acc"]
     import csv

@@ -44,10 +44,15 @@ def run_study(spec: str | Path | Mapping[str, Any], storage: str | None = None, 
         study = dataclasses.replace(study, name=check_name(name, "--name"))
     study = resolve_tracking(study, Path.cwd())  # saved resolved: a resume elsewhere logs to the same store
     location = study_location(storage, study.name)
+    store.check_writable(location)
+    with driver_lock(location):
+        return _run_locked(study, location, address, progress)
+
+
+def _run_locked(study: StudySpec, location: str, address: str | None, progress: bool) -> Path | str:
     if has_study(location):
         raise EbomlcError(f"study {location} already exists; continue it with `ebomlc study resume {location}` "
                           f"or choose another --name")
-    store.check_writable(location)
     from .search import search_setup
 
     setup = search_setup(study, data_root=Path.cwd())
@@ -80,6 +85,11 @@ def resume_study(path: str | Path, retry_errored: bool = False, address: str | N
     last checkpoint, and with ``retry_errored`` errored ones too. Returns the experiment directory."""
     location = store.resolve(path)
     require_study(location)
+    with driver_lock(location):
+        return _resume_locked(location, retry_errored, address)
+
+
+def _resume_locked(location: str, retry_errored: bool, address: str | None) -> Path | str:
     study = read_study_spec(location)
     if study is None:
         raise EbomlcError(f"{location} has no {SPEC_FILE}; it was not started by `ebomlc study run`")
@@ -96,6 +106,27 @@ def resume_study(path: str | Path, retry_errored: bool = False, address: str | N
         with _heartbeat(location):
             tuner.fit()
     return store.as_path(location)
+
+
+@contextlib.contextmanager
+def driver_lock(location: str) -> Iterator[None]:
+    """One driver per local study directory: the lock of :mod:`ebomlc.train.lock` on it while the driver
+    runs (a second ``study run``/``study resume``, at any moment, is refused naming the holder). Cloud
+    storage has no such lock; there the heartbeat check of ``study resume`` remains."""
+    if store.is_uri(location):
+        yield
+        return
+    from ebomlc.train.lock import RunLock, RunLocked, describe_holder, read_holder
+
+    try:
+        lock = RunLock(location, "study directory").acquire()
+    except RunLocked:
+        raise RunLocked(f"study {location} is running (driver {describe_holder(read_holder(Path(location)))}); "
+                        f"watch it with `ebomlc study status {location}`") from None
+    try:
+        yield
+    finally:
+        lock.release(remove_created=True)
 
 
 def study_location(storage: str | None, name: str) -> str:

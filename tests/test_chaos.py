@@ -1,0 +1,32 @@
+"""The reduced chaos check (benchmarks/chaos.py): a two-trial digits study whose driver is SIGKILLed once and
+one of whose trial workers is SIGKILLed once, each followed by `study resume`; every trial then holds every
+epoch exactly once with the numbers of the same trials trained without interruption."""
+import importlib.util
+import json
+
+from .studies import ROOT
+
+
+def _chaos():
+    spec = importlib.util.spec_from_file_location("chaos", ROOT / "benchmarks" / "chaos.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reduced_chaos_check_kills_the_driver_and_a_worker_and_loses_nothing(tmp_path):
+    chaos = _chaos()
+    figures = chaos.run_chaos(tmp_path, methods=["ce"], seeds=[1, 2], epochs=3, steps=6, driver_kills=1,
+                              worker_kills=1, seed=0, max_delay=0.3, reference="runs", log=lambda _line: None)
+    assert figures["problems"] == [], figures
+    assert figures["trials"] == figures["trials_complete"] == figures["trials_identical"] == 2
+    assert figures["epochs_checked"] == 6
+    assert figures["kills_driver"] + figures["kills_worker"] + figures["finished_before_kill"] == 2
+    assert figures["kills_driver"] == 1  # the first round always finds the study running
+    # what `check` compares: a trial with a changed number is caught
+    trial = chaos.trial_dirs(tmp_path / "chaos")[0]
+    rows = chaos.results(trial)
+    rows[-1]["test_acc"] += 1e-9
+    (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    again = chaos.check(tmp_path / "chaos", 3, "runs", tmp_path, tmp_path / "chaos.yaml")
+    assert again["trials_identical"] == 1 and "numbers differ" in again["problems"][0]
