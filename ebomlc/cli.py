@@ -69,11 +69,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     b.add_argument("--eps", type=float, default=d.eps,
                    help="added to ||grad q||^2 in the barrier's lambda denominator (default: %(default)s)")
     b.add_argument("--variant", choices=list(VARIANTS),
-                   help="named set of barrier-step parts: paper (SPEC.md's equations; the default: EBOMLC's main "
-                        "step starts from its one inner step w_1, MLC-D's from the restored w), restore_w (EBOMLC "
-                        "with the main step from the restored w: the reading before the SPEC's revision), "
-                        "inner_step (paper + step_f_term: the clean loss reaches the main model as an SGD step) "
-                        "or reference (the authors' code: all its departures; docs/variants.md)")
+                   help="named set of barrier-step parts: paper (SPEC.md's equations: EBOMLC's main step starts "
+                        "from its one inner step w_1, MLC-D's from the restored w; MLC-D's default), inner_step "
+                        "(paper + step_f_term: the clean loss reaches the main model as an SGD step; EBOMLC's "
+                        "default, the variant the CPU CIFAR-10 benchmark supports), restore_w (EBOMLC with the main "
+                        "step from the restored w: the reading before the SPEC's revision) or reference (the "
+                        "authors' code: all its departures; docs/variants.md)")
     b.add_argument("--departures", metavar="PARTS",
                    help="comma-separated parts added to the variant, or removed with a leading '-' (write "
                         "--departures=-NAME,...): " + ", ".join(PARTS) + " (default: none)")

@@ -29,8 +29,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gold": {},
     "mlc": {"inner_steps": 1},
     "mlcbome": {"inner_steps": 5, "rho": 1.0, "delta": 0.5, "xi": 1.0, "grad_q_w": "fd", "variant": "paper"},
-    # variant paper: SPEC.md's equations; EBOMLC's main step starts from w_1 (no restore, SPEC.md step 4)
-    "ebomlc": {"inner_steps": 1, "rho": 0.2, "delta": 0.25, "xi": 0.5, "grad_q_w": "fd", "variant": "paper"},
+    # variant inner_step: SPEC.md's equations (the main step from w_1, step 4) + step_f_term, the one part that was
+    # better than the equations beyond the seed spread at both noise levels of variants_cifar10_cpu (docs/variants.md)
+    "ebomlc": {"inner_steps": 1, "rho": 0.2, "delta": 0.25, "xi": 0.5, "grad_q_w": "fd", "variant": "inner_step"},
 }
 
 

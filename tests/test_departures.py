@@ -275,9 +275,10 @@ def test_unknown_and_retired_parts_are_one_clear_error():
     assert resolve_parts("paper", ["+step_lambda"], "digits") == {"step_lambda"}
 
 
-def test_ebomlc_preset_keeps_its_inner_step_and_the_named_variants_are_their_parts():
+def test_ebomlc_preset_is_inner_step_and_the_named_variants_are_their_parts():
     preset = TrainConfig(method="ebomlc", dataset="digits").resolved()
-    assert preset.variant == "paper" and preset.parts == frozenset()
+    assert preset.variant == "inner_step" and preset.parts == {"step_f_term"}  # docs/variants.md: the evidence
+    assert TrainConfig(method="ebomlc", variant="paper").resolved().parts == frozenset()  # SPEC.md itself
     restore = TrainConfig(method="ebomlc", variant="restore_w").resolved()
     assert restore.parts == {"restore_w"} and restore.departures == ""
     inner = TrainConfig(method="ebomlc", variant="inner_step").resolved()
@@ -290,3 +291,14 @@ def test_ebomlc_preset_keeps_its_inner_step_and_the_named_variants_are_their_par
         run(METHODS["ebomlc"].step, named)
         run(METHODS["ebomlc"].step, spelled)
         assert same(state(named), state(spelled))
+
+
+def test_the_ebomlc_preset_steps_as_the_revised_paper_plus_step_f_term():
+    """The default (no variant named) is ``inner_step``: bit for bit the revised paper step with
+    ``step_f_term``, i.e. the former paper reading + ``lookahead_step`` + ``step_f_term``."""
+    preset = make_ctx("ebomlc", variant=None)
+    spelled = make_ctx("ebomlc", variant="paper", departures="step_f_term")
+    assert preset.config.variant == "inner_step"
+    run(METHODS["ebomlc"].step, preset)
+    run(METHODS["ebomlc"].step, spelled)
+    assert same(state(preset), state(spelled))
