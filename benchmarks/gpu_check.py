@@ -76,7 +76,9 @@ def agreement(device: str, steps: int = 3, bs: int = 32, methods: list[str] | No
                 batch = pair[0]._batch(index)
                 moved = Batch(*[t.to(dev) if t is not None else None for t in
                                 (batch.x_silver, batch.y_silver, batch.x_gold, batch.y_gold)])
+                draws = torch.randint(0, 2 ** 31, (1,), generator=g).item()
                 for i, (trainer, b) in enumerate(zip(pair, (batch, moved))):
+                    torch.manual_seed(draws)  # the same random draws inside both steps (PMW-Net's sampling)
                     losses[i].append({k: float(v) for k, v in trainer.method.step(trainer.ctx, b).items()})
             params = [_parameters(t) for t in pair]
             scale = max(float(p.abs().max()) for p in params[0].values()) or 1.0

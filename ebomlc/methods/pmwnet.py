@@ -32,8 +32,9 @@ class VariationalWeightNet(nn.Module):
             [nn.Parameter(torch.full_like(p, math.log(sigma_init))) for p in self.mean.parameters()])
 
     def sample(self) -> dict[str, torch.Tensor]:
-        """``theta = mu + exp(s) * eps`` per parameter, ``eps`` from the global (checkpointed) torch RNG."""
-        return {name: mu + s.exp() * torch.randn_like(mu)
+        """``theta = mu + exp(s) * eps`` per parameter, ``eps`` from the global (checkpointed) CPU torch RNG, so
+        a seed draws the same ``eps`` on every device."""
+        return {name: mu + s.exp() * torch.randn(mu.shape, dtype=mu.dtype).to(mu.device)
                 for (name, mu), s in zip(self.mean.named_parameters(), self.log_sigma)}
 
     def weights(self, losses: torch.Tensor, theta: dict[str, torch.Tensor]) -> torch.Tensor:
