@@ -105,10 +105,11 @@ def test_a_pbt_study_records_the_values_in_force_and_plots_the_schedules(ray_ses
     changed = 0
     for trial in trials:
         rows = results(trial)
-        # Tune may drop the row of the epoch at which a trial was exploited (seen once in ~10 runs), so only
-        # the first epoch (before any exploit) and the last one (the trainable re-reports it) are certain
+        # Tune may drop a row of a population trial: the epoch at which it was exploited (seen once in ~10
+        # runs), and once, on a loaded machine, the first epoch of a trial that was never exploited (its
+        # pbt_global.txt names no exploit of it). Only the last epoch (the trainable re-reports it) is certain.
         epochs = {r["epoch"] for r in rows}
-        assert {1, 4} <= epochs <= {1, 2, 3, 4}, trial.name
+        assert 4 in epochs and len(epochs) >= 3 and epochs <= {1, 2, 3, 4}, trial.name
         assert all(0.0 <= r["current_rho"] <= 1.0 and 1e-4 <= r["current_meta_lr"] <= 1e-2 for r in rows)
         changed += len({(r["current_rho"], r["current_meta_lr"]) for r in rows}) > 1
     assert changed >= 1, "no trial was perturbed"
