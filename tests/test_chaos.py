@@ -21,8 +21,11 @@ def test_reduced_chaos_check_kills_the_driver_and_a_worker_and_loses_nothing(tmp
     assert figures["problems"] == [], figures
     assert figures["trials"] == figures["trials_complete"] == figures["trials_identical"] == 2
     assert figures["epochs_checked"] == 6
-    assert figures["kills_driver"] + figures["kills_worker"] + figures["finished_before_kill"] == 2
     assert figures["kills_driver"] == 1  # the first round always finds the study running
+    # the worker round: a worker killed, the driver finished first, or, when no trial was mid-epoch at that
+    # moment (epochs of 6 steps are short), the driver stopped instead (an extra driver stop)
+    worker_round = figures["kills_worker"] + figures["finished_before_kill"]
+    assert worker_round == 1 or (worker_round == 0 and figures["extra_driver_stops"] == 1), figures
     # what `check` compares: a trial with a changed number is caught
     trial = chaos.trial_dirs(tmp_path / "chaos")[0]
     rows = chaos.results(trial)
