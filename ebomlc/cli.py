@@ -89,7 +89,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="coteachingplus: epochs of plain Co-teaching before disagreement (default: 20 of 200, "
                         "cifar100 5 of 200, scaled to --epochs)")
     s.add_argument("--coteach_gradual_epochs", type=int,
-                   help="coteachingplus: epochs over which the forget rate ramps up (default: 10 of 200, scaled)")
+                   help="coteachingplus: epochs over which the forget rate ramps up (default: 10 of 200, scaled; "
+                        "a short run needs more: a 20-epoch digits run starves classes below 4)")
+    s.add_argument("--coteach_norm", default=d.coteach_norm, choices=["batch", "selected"],
+                   help="coteachingplus: divide the selected samples' summed CE by the batch size (default: each "
+                        "kept sample weighs what it weighs under CE) or by the number selected (the mean)")
     s.add_argument("--dividemix_warmup", type=int,
                    help="dividemix: CE warm-up epochs (default: 10 of 300, cifar100 30 of 300, scaled)")
     s.add_argument("--dividemix_lambda_u", type=float,

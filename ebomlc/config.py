@@ -21,6 +21,8 @@ GRAD_Q_W = ("fd", "partial")
 #: Where validation images and labels come from: held out from the trusted (clean) images, held out from
 #: silver with their noisy labels, or the gold set itself reused (the reference codes' choice; not held out).
 VAL_SOURCES = ("clean", "noisy", "gold_reused")
+#: Co-teaching+'s loss over the selected samples S of a batch B: sum over S divided by |B| or by |S|.
+COTEACH_NORMS = ("batch", "selected")
 
 # SPEC.md preset table: K, rho, delta, xi, grad_q_w. Methods without a barrier leave them unset
 # (``mlc`` uses only K, its look-ahead length).
@@ -75,6 +77,7 @@ class TrainConfig:
     forget_rate: float | None = None  # final forget rate (None: the run's noise level)
     coteach_init_epochs: int | None = None  # epochs of plain Co-teaching before disagreement (None: 20 of 200)
     coteach_gradual_epochs: int | None = None  # epochs of the forget-rate ramp (None: 10 of 200)
+    coteach_norm: str = "batch"  # the selected samples' CE summed over the batch size ("batch") or averaged ("selected")
     # DivideMix (ebomlc.methods.dividemix)
     dividemix_warmup: int | None = None  # CE warm-up epochs (None: 10 of 300, CIFAR-100 30 of 300)
     dividemix_lambda_u: float | None = None  # unlabelled-loss weight (None: the paper's value for the noise level)
@@ -149,6 +152,8 @@ class TrainConfig:
         _check_range("weight_decay", c.weight_decay, 0.0, math.inf)
         _check_range("blowup_factor", c.blowup_factor, 0.0, math.inf)
         _check_range("eps", c.eps, 0.0, math.inf)
+        if c.coteach_norm not in COTEACH_NORMS:
+            raise ConfigError(f"unknown coteach_norm {c.coteach_norm!r}; choose one of: {', '.join(COTEACH_NORMS)}")
         if c.forget_rate is not None:
             _check_range("forget_rate", c.forget_rate, 0.0, 1.0, high_open=True)
         for name in ("dividemix_lambda_u", "pmwnet_kl_weight"):
