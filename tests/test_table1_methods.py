@@ -14,10 +14,11 @@ from ebomlc.methods.dividemix import co_refine, lambda_u, mixup_lambda, sharpen,
 from ebomlc.methods.gmm import fit_two_gaussians, low_mean_posterior
 from ebomlc.methods.mwnet import WeightNet, mwnet_step
 from ebomlc.methods.pmwnet import VariationalWeightNet, gaussian_kl, pmwnet_step
-from ebomlc.train import Trainer, train_run
+from ebomlc.train import Trainer
 
 from tune.spec import load_spec
 
+from .resume import assert_same_checkpoint, kill_in_third_epoch_and_resume
 from .tiny import FAST, K, Tiny, make_batch
 
 STUDIES = Path(__file__).resolve().parents[1] / "tune" / "studies"
@@ -219,36 +220,11 @@ def test_coteaching_plus_mean_over_the_selection_collapses_under_sgd(ce_at_60):
 @pytest.mark.parametrize("method", ["coteachingplus", "dividemix", "pmwnet"])
 def test_resumed_run_equals_uninterrupted(tmp_path, monkeypatch, method):
     cfg = TrainConfig(method=method, epochs=4, corruption_level=0.4, max_steps_per_epoch=3, threads=1, **FAST)
-    full = train_run(cfg, tmp_path / "full", progress=False)
-    original = Trainer.run_epoch
-
-    def crash_in_third_epoch(self, on_step=None, **kwargs):
-        if self.epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, on_step, **kwargs)
-
-    monkeypatch.setattr(Trainer, "run_epoch", crash_in_third_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train_run(cfg, tmp_path / "part", progress=False)
-    monkeypatch.setattr(Trainer, "run_epoch", original)
-    saved = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)  # tensors and plain data only
-    assert saved["epoch"] == 2
+    killed, full, resumed = kill_in_third_epoch_and_resume(cfg, tmp_path, monkeypatch)
+    assert killed["epoch"] == 2
     if method == "dividemix":
-        assert {"w_main", "w_peer"} <= set(saved["method_state"])
-    resumed = train_run(TrainConfig(), tmp_path / "part", resume=True, progress=False)
-    assert resumed["final_test_acc"] == full["final_test_acc"]
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
-    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
-    for part in ("model", "peer", "meta"):
-        if a.get(part) is None:
-            continue
-        for key in a[part]:
-            assert torch.equal(a[part][key], b[part][key]), (part, key)
-    for key, value in a["method_state"].items():
-        assert torch.equal(value, b["method_state"][key]) if torch.is_tensor(value) else value == b["method_state"][key]
-    drop = ("epoch_time", "train_time", "eval_time")
-    strip = lambda h: [{k: v for k, v in r.items() if k not in drop} for r in h]  # noqa: E731
-    assert strip(a["history"]) == strip(b["history"])
+        assert {"w_main", "w_peer"} <= set(killed["method_state"])
+    assert_same_checkpoint(full, resumed)
 
 
 def test_two_network_methods_checkpoint_both_networks_and_dividemix_evaluates_both():

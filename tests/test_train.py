@@ -6,8 +6,9 @@ import torch
 
 from ebomlc import TrainConfig
 from ebomlc.cli import main
-from ebomlc.train import Trainer, train_run
+from ebomlc.train import Trainer
 
+from .resume import assert_same_checkpoint, kill_in_third_epoch_and_resume
 from .tiny import FAST
 
 
@@ -30,29 +31,9 @@ def test_lr_schedule_scales_milestones_to_epochs():
 @pytest.mark.parametrize("method", ["ce", "ebomlc", "mlc", "glc", "mwnet"])
 def test_resumed_run_equals_uninterrupted(tmp_path, monkeypatch, method):
     cfg = TrainConfig(method=method, epochs=4, corruption_level=0.4, max_steps_per_epoch=3, **FAST)
-    full = train_run(cfg, tmp_path / "full", progress=False)
-    # the same run, killed during its third epoch and resumed from its checkpoint
-    original = Trainer.run_epoch
-
-    def crash_in_third_epoch(self, on_step=None, **kwargs):
-        if self.epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, on_step, **kwargs)
-
-    monkeypatch.setattr(Trainer, "run_epoch", crash_in_third_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train_run(cfg, tmp_path / "part", progress=False)
-    monkeypatch.setattr(Trainer, "run_epoch", original)
-    assert torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)["epoch"] == 2
-    resumed = train_run(TrainConfig(), tmp_path / "part", resume=True, progress=False)
-    assert resumed["final_test_acc"] == full["final_test_acc"]
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
-    drop = ("epoch_time", "train_time", "eval_time")
-    strip = lambda h: [{k: v for k, v in r.items() if k not in drop} for r in h]  # noqa: E731
-    assert strip(a["history"]) == strip(b["history"])
+    killed, full, resumed = kill_in_third_epoch_and_resume(cfg, tmp_path, monkeypatch)
+    assert killed["epoch"] == 2
+    assert_same_checkpoint(full, resumed)
     assert (tmp_path / "part" / "metrics.csv").read_text().count("\n") == 5
 
 
