@@ -4,8 +4,9 @@ Each step both networks see the same batch. Before ``init_epochs`` (plain Co-tea
 are the whole batch; afterwards only the samples whose predicted classes disagree,
 ``D = {i : argmax f_1(x_i) != argmax f_2(x_i)}``. Each network ranks the candidates by its own CE loss
 and keeps the ``floor((1 - tau(e)) |D|)`` smallest; network 1 steps on the CE of network 2's kept
-samples and network 2 on network 1's (normalised as below). The forget rate ``tau(e) = tau * min(e / (E_k - 1), 1)`` ramps
-linearly over the first ``E_k`` epochs to ``tau`` (default: the run's noise level).
+samples and network 2 on network 1's (normalised as below). The forget rate
+``tau(e) = tau * min(e / (E_k - 1), 1)`` ramps linearly over the first ``E_k`` epochs to ``tau`` (default: the
+run's noise level).
 
 The loss of network 1 is ``(1/|B|) sum_{i in S_2} CE(f_1(x_i), y~_i)`` over the batch ``B`` (``coteach_norm``
 ``batch``, the default): each selected sample gets the gradient weight it has under CE, as a 0/1 sample
