@@ -1,6 +1,7 @@
 """Ray Tune studies end to end on digits: a small study, a diverging trial, a search, and a
 driver killed with SIGKILL that resumes every trial from its checkpoint."""
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -260,3 +261,21 @@ def test_a_trial_of_the_cpu_cifar10_benchmark_and_ebomlc_train_give_identical_me
         keys = set(ours) - timing
         assert keys <= set(theirs) and {"test_acc", "lc_acc", "lambda", "upper_loss"} <= keys
         assert all(float(ours[k]) == float(theirs[k]) for k in keys), ours
+
+
+def test_a_checkpoint_the_state_names_but_a_later_driver_deleted_is_put_back(ray_session, tmp_path):
+    from tune.repair import _checkpoint_epoch, _referenced_paths, restore_missing_checkpoints
+
+    spec = {"name": "repair", "dataset": "digits", "methods": ["ce"], "checkpoint": {"every": 1, "keep": 2},
+            "options": {**FAST, "epochs": 3, "max_steps_per_epoch": 2}}
+    path = Path(run_study(spec, storage=str(tmp_path), progress=False))
+    named = _referenced_paths(max(path.glob("experiment_state-*.json")))
+    assert len(named) == 2 and all(p.exists() for p in named)  # keep: 2
+    latest = max(named, key=_checkpoint_epoch)
+    shutil.rmtree(latest)
+    lines = []
+    assert restore_missing_checkpoints(path, echo=lines.append) == [latest]
+    assert results(trial_dirs(path)[0])[-1]["epoch"] == 3
+    assert _checkpoint_epoch(latest) == 2  # the newest checkpoint left, of an epoch result.json records
+    assert "restored it as a copy of" in lines[0]
+    assert restore_missing_checkpoints(path, echo=lines.append) == []  # nothing else is missing

@@ -23,6 +23,7 @@ from typing import Any, Iterator, Mapping
 from ebomlc.errors import ConfigError, EbomlcError
 
 from . import storage as store
+from .repair import restore_missing_checkpoints
 from .spec import StudySpec, check_name, load_spec, tracking_uri
 from .status import HEARTBEAT_S, has_study, heartbeat_text, read_study_spec, require_study, running_driver, study_status
 from .storage import HEARTBEAT_FILE, SPEC_FILE
@@ -98,6 +99,8 @@ def _resume_locked(location: str, retry_errored: bool, address: str | None) -> P
         raise EbomlcError(f"study {location} is running (driver pid {driver.get('pid')} on {driver.get('host')}, "
                           f"seen {driver['age_s']:.0f}s ago); watch it with `ebomlc study status {location}`")
     tracking_callbacks(study)  # the trackers' packages, checked before Ray starts (Tune restores the callbacks)
+    if not store.is_uri(location):
+        restore_missing_checkpoints(location)
     with _ray(address), _tune_env(_tracking_env(study)):
         from ray import tune as ray_tune
 
