@@ -116,18 +116,14 @@ class TrainConfig:
         from .methods import METHODS  # late: methods import config
 
         c = dataclasses.replace(self)
-        if c.method not in METHODS:
-            raise ConfigError(f"unknown method {c.method!r}; choose one of: {', '.join(sorted(METHODS))}")
+        _check_choice("method", c.method, sorted(METHODS))
         c.dataset = dataset_name(c.dataset, c.data_dir)
-        if c.model not in MODELS:
-            raise ConfigError(f"unknown model {c.model!r}; choose one of: {', '.join(MODELS)}")
-        if c.corruption_type not in CORRUPTION_TYPES:
-            raise ConfigError(
-                f"unknown corruption_type {c.corruption_type!r}; choose one of: {', '.join(CORRUPTION_TYPES)}")
+        _check_choice("model", c.model, MODELS)
+        _check_choice("corruption_type", c.corruption_type, CORRUPTION_TYPES)
         if c.optimizer != "sgd":
             raise ConfigError(f"unknown optimizer {c.optimizer!r}; only 'sgd' (the paper's recipe) is supported")
-        if c.variant is not None and c.variant not in VARIANTS:
-            raise ConfigError(f"unknown variant {c.variant!r}; choose one of: {', '.join(VARIANTS)}")
+        if c.variant is not None:
+            _check_choice("variant", c.variant, VARIANTS)
         c = dataclasses.replace(c, **fill_presets(dataclasses.asdict(c)))
         if c.variant is None:
             c.variant = "paper"
@@ -138,8 +134,7 @@ class TrainConfig:
         _check_range("corruption_level", c.corruption_level, 0.0, 1.0)
         _check_range("gold_fraction", c.gold_fraction, 0.0, 1.0, low_open=True, high_open=True)
         _check_range("val_fraction", c.val_fraction, 0.0, 1.0, high_open=True)
-        if c.val_source not in VAL_SOURCES:
-            raise ConfigError(f"unknown val_source {c.val_source!r}; choose one of: {', '.join(VAL_SOURCES)}")
+        _check_choice("val_source", c.val_source, VAL_SOURCES)
         if c.val_source == "gold_reused" and c.val_fraction:
             raise ConfigError(f"--val_source gold_reused validates on the gold set itself and holds nothing out; "
                               f"drop --val_fraction {c.val_fraction:g} (or use --val_source clean or noisy)")
@@ -152,8 +147,7 @@ class TrainConfig:
         _check_range("weight_decay", c.weight_decay, 0.0, math.inf)
         _check_range("blowup_factor", c.blowup_factor, 0.0, math.inf)
         _check_range("eps", c.eps, 0.0, math.inf)
-        if c.coteach_norm not in COTEACH_NORMS:
-            raise ConfigError(f"unknown coteach_norm {c.coteach_norm!r}; choose one of: {', '.join(COTEACH_NORMS)}")
+        _check_choice("coteach_norm", c.coteach_norm, COTEACH_NORMS)
         if c.forget_rate is not None:
             _check_range("forget_rate", c.forget_rate, 0.0, 1.0, high_open=True)
         for name in ("dividemix_lambda_u", "pmwnet_kl_weight"):
@@ -175,8 +169,8 @@ class TrainConfig:
                 continue
             if not isinstance(value, (int, float)) or value < 1 or int(value) != value:
                 raise ConfigError(f"--{name} must be a positive integer, got {getattr(c, name)!r}")
-        if c.grad_q_w is not None and c.grad_q_w not in GRAD_Q_W:
-            raise ConfigError(f"unknown grad_q_w {c.grad_q_w!r}; choose one of: {', '.join(GRAD_Q_W)}")
+        if c.grad_q_w is not None:
+            _check_choice("grad_q_w", c.grad_q_w, GRAD_Q_W)
         if c.max_steps_per_epoch is not None and c.max_steps_per_epoch < 1:
             raise ConfigError("--max_steps_per_epoch must be a positive integer")
         if c.lr_milestones is not None:
@@ -272,6 +266,12 @@ def _check_label_files(c: TrainConfig) -> None:
         if not os.path.isfile(path):
             raise ConfigError(f"--{name} file {str(value)!r} does not exist")
         setattr(c, name, path)
+
+
+def _check_choice(name: str, value: Any, choices) -> None:
+    """One line naming the bad ``value`` of option ``name`` and every allowed one, in ``choices``' order."""
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
 
 
 def _check_range(name: str, value: float, low: float, high: float,
