@@ -45,13 +45,9 @@ def load() -> pd.DataFrame:
           for f in frames.values() if (f.method == "ce").any()]
     if any(run != ce[0] for run in ce):
         raise SystemExit(f"CE differs between the studies ({ce}): they did not see identical data")
-    seen_ce, parts = False, []
-    for frame in frames.values():
-        if seen_ce:
-            frame = frame[frame.method != "ce"]
-        seen_ce = seen_ce or (frame.method == "ce").any()
-        parts.append(frame)
-    final = pd.concat(parts, ignore_index=True)
+    first_ce = next(name for name, f in frames.items() if (f.method == "ce").any())  # CE's rows once, from there
+    final = pd.concat([f if name == first_ce else f[f.method != "ce"] for name, f in frames.items()],
+                      ignore_index=True)
     final["method_label"] = final.apply(_label, axis=1)
     final["finished"] = final["finished"].astype(bool)
     order = {m: i for i, m in enumerate(METHOD_ORDER)}

@@ -1,21 +1,13 @@
 """The reduced chaos check (benchmarks/chaos.py): a two-trial digits study whose driver is SIGKILLed once and
 one of whose trial workers is SIGKILLed once, each followed by `study resume`; every trial then holds every
 epoch exactly once with the numbers of the same trials trained without interruption."""
-import importlib.util
 import json
 
-from .studies import ROOT
-
-
-def _chaos():
-    spec = importlib.util.spec_from_file_location("chaos", ROOT / "benchmarks" / "chaos.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .studies import benchmark_module
 
 
 def test_reduced_chaos_check_kills_the_driver_and_a_worker_and_loses_nothing(tmp_path):
-    chaos = _chaos()
+    chaos = benchmark_module("chaos")
     figures = chaos.run_chaos(tmp_path, methods=["ce"], seeds=[1, 2], epochs=3, steps=6, driver_kills=1,
                               worker_kills=1, seed=0, max_delay=0.3, reference="runs", log=lambda _line: None)
     assert figures["problems"] == [], figures

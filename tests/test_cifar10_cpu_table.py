@@ -1,20 +1,11 @@
 """The CPU CIFAR-10 benchmark's combined table: one row per method of the paper, CE identical across studies."""
-import importlib.util
-
 import pytest
 
-from .studies import ROOT
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("cifar10_cpu_table", ROOT / "benchmarks" / "cifar10_cpu_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .studies import benchmark_module
 
 
 def test_every_method_of_table_one_has_its_default_row_and_ce_runs_once():
-    table = _module()
+    table = benchmark_module("cifar10_cpu_table")
     final = table.load()
     rows = final[final.method_label.isin(table.DEFAULTS)]
     assert set(rows.method) == {"ce", "gold", "coteachingplus", "dividemix", "glc", "l2rw", "mwnet", "pmwnet", "mlc",
@@ -24,7 +15,7 @@ def test_every_method_of_table_one_has_its_default_row_and_ce_runs_once():
 
 
 def test_studies_that_saw_different_data_are_refused(tmp_path, monkeypatch):
-    table = _module()
+    table = benchmark_module("cifar10_cpu_table")
     for name in table.STUDIES:
         frame = table.pd.read_csv(table.RESULTS / f"{name}_final.csv")
         if name == "table1_cifar10_cpu":

@@ -14,14 +14,12 @@ import json
 import pickle
 import shutil
 from pathlib import Path
-from typing import Callable
-
-STATE_FILE = "trainer.pt"  # tune.trainable's checkpoint content
+from typing import Callable, Iterable
 
 
 def _referenced_paths(state_file: Path) -> list[Path]:
     """Every checkpoint folder the trials of an experiment state name (the latest and the retained)."""
-    paths = []
+    paths: dict[str, None] = {}  # in order, once each
     for entry in json.loads(state_file.read_text()).get("trial_data", []):
         meta = json.loads(entry[1])
         blob = meta.get("checkpoint_manager", {})
@@ -32,25 +30,31 @@ def _referenced_paths(state_file: Path) -> list[Path]:
         latest = getattr(manager, "latest_checkpoint_result", None)
         for result in [*results, latest]:
             checkpoint = getattr(result, "checkpoint", None)
-            if checkpoint is not None and checkpoint.path not in map(str, paths):
-                paths.append(Path(checkpoint.path))
-    return paths
+            if checkpoint is not None:
+                paths.setdefault(checkpoint.path)
+    return [Path(p) for p in paths]
 
 
-def _recorded_epoch(trial: Path) -> int:
-    """The last epoch ``result.json`` records (0 for none)."""
+def last_recorded_epoch(lines: Iterable[str]) -> int:
+    """The largest ``epoch`` of the rows of a ``result.json`` (0 for none; unreadable lines are skipped)."""
     epochs = []
-    file = trial / "result.json"
-    for line in file.read_text(errors="replace").splitlines() if file.exists() else []:
+    for line in lines:
         try:
             epochs.append(int(json.loads(line)["epoch"]))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             continue
     return max(epochs, default=0)
 
 
+def _recorded_epoch(trial: Path) -> int:
+    file = trial / "result.json"
+    return last_recorded_epoch(file.read_text(errors="replace").splitlines() if file.exists() else [])
+
+
 def _checkpoint_epoch(folder: Path) -> int | None:
     from ebomlc.train.checkpoint import load_torch
+
+    from .trainable import STATE_FILE  # late: the trainable imports Ray
 
     try:
         return int(load_torch(folder / STATE_FILE)["epoch"])

@@ -8,9 +8,7 @@ that is later (a killed driver's experiment state can lag its results: see ``own
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import json
 import logging
 import math
 import tempfile
@@ -27,6 +25,7 @@ from ebomlc.train import DATA_FIELDS, Trainer, data_key, load_data, resolve_devi
 from ebomlc.train.checkpoint import load_torch, save_torch
 from ebomlc.writes import writing
 
+from .repair import last_recorded_epoch
 from .spec import COMMON_METRICS, LABEL_CORRECTION_METRICS, VAL_METRICS
 
 STATE_FILE = "trainer.pt"
@@ -93,11 +92,7 @@ def own_reported_checkpoint(epoch: int) -> dict | None:
         fs, trial = storage.storage_filesystem, storage.trial_fs_path
         with fs.open_input_stream(f"{trial}/result.json") as f:
             lines = f.read().decode(errors="replace").splitlines()
-        recorded = []
-        for line in lines:
-            with contextlib.suppress(ValueError, AttributeError):
-                recorded.append(int(json.loads(line).get("epoch")))
-        last = max(recorded, default=0)
+        last = last_recorded_epoch(lines)
         if last <= epoch:
             return None
         folders = [i.path for i in fs.get_file_info(pyarrow.fs.FileSelector(trial))
