@@ -1,6 +1,7 @@
 """Ray Tune studies end to end on digits: a small study, a diverging trial, a search, and a
 driver killed with SIGKILL that resumes every trial from its checkpoint."""
 import json
+import pickle
 import shutil
 import os
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from tune.launch import resume_study, run_study, study_status
+from tune.repair import checkpoint_managers
 from tune.spec import load_spec
 
 from .studies import ROOT, results, trial_dirs
@@ -143,7 +145,8 @@ def test_killed_driver_resumes_every_trial_from_its_checkpoint(ray_session, tmp_
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 180
-        while not _state_mentions_a_checkpoint(path):  # the experiment state knows a trial's checkpoint
+        # until the experiment state records a trial's checkpoint of an epoch before the last
+        while not any(0 < epoch < epochs for epoch in _checkpointed_epochs(path).values()):
             assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "no trial checkpointed in time"
             time.sleep(0.1)
@@ -173,32 +176,28 @@ def test_killed_driver_resumes_every_trial_from_its_checkpoint(ray_session, tmp_
         if switch is not None:  # continued in a new process: once, and never before the checkpoint it knew
             assert len(set(pids[switch:])) == 1 and pids[0] not in pids[switch:], trial.name
             assert switch >= done, (trial.name, switch, done)
+        if 0 < done and reached.get(trial.name, 0) < epochs:  # killed mid-run with a checkpoint the state knew
             # (the old driver may have persisted a later checkpoint than the state read above recorded)
-            continued += 0 < reached.get(trial.name, 0) < epochs and switch > 0
-        # (a trial whose first checkpoint had not reached the experiment state restarts from epoch 1)
+            assert switch is not None and switch > 0, (trial.name, seen[trial.name])
+            continued += 1
+        # (a trial without a checkpoint in the state restarts from epoch 1: its record is the new run's alone)
     assert continued >= 1, (checkpointed, seen)
     assert set(study_status(path)["state"]) == {"TERMINATED"}
 
 
 def _checkpointed_epochs(path: Path) -> dict[str, int]:
-    """Trial directory name -> epoch of the last checkpoint the newest experiment state records."""
-    state = json.loads(max(path.glob("experiment_state-*.json")).read_text())
+    """Trial directory name -> epoch of the latest checkpoint the newest experiment state's checkpoint manager
+    records: the one a resume restores (its ``last_result`` may name a checkpoint not registered yet)."""
     epochs = {}
-    for trial_json, run_json in state["trial_data"]:
-        trial, last = json.loads(trial_json), json.loads(run_json).get("last_result") or {}
-        if last.get("checkpoint_dir_name"):
-            epochs[trial["relative_logdir"]] = last["epoch"]
-    return epochs
-
-
-def _state_mentions_a_checkpoint(path: Path) -> bool:
-    for state in path.glob("experiment_state-*.json"):
+    for state in sorted(path.glob("experiment_state-*.json"))[-1:]:
         try:
-            if "checkpoint_0000" in state.read_text():
-                return True
-        except OSError:
-            pass
-    return False
+            for trial, manager in checkpoint_managers(state):
+                latest = manager.latest_checkpoint_result
+                if latest is not None and latest.checkpoint is not None:
+                    epochs[trial["relative_logdir"]] = int(latest.metrics["epoch"])
+        except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError):  # being written: read it later
+            return {}
+    return epochs
 
 
 def test_a_folder_study_names_its_classes_in_the_rank_table(ray_session, tmp_path):

@@ -14,18 +14,24 @@ import json
 import pickle
 import shutil
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
+
+
+def checkpoint_managers(state_file: Path) -> Iterator[tuple[dict, Any]]:
+    """(trial, checkpoint manager) for each trial of an experiment state: the checkpoints Tune will restore
+    from. (A trial's ``last_result`` can already name a checkpoint that its manager does not record yet: Tune
+    registers a checkpoint in a later event than the result that carries it, and a state saved in between
+    restarts that trial from scratch.)"""
+    for entry in json.loads(Path(state_file).read_text()).get("trial_data", []):
+        blob = json.loads(entry[1]).get("checkpoint_manager", {})
+        if blob.get("_type") == "CLOUDPICKLE_FALLBACK":
+            yield json.loads(entry[0]), pickle.loads(bytes.fromhex(blob["value"]))  # Tune's own state
 
 
 def _referenced_paths(state_file: Path) -> list[Path]:
     """Every checkpoint folder the trials of an experiment state name (the latest and the retained)."""
     paths: dict[str, None] = {}  # in order, once each
-    for entry in json.loads(state_file.read_text()).get("trial_data", []):
-        meta = json.loads(entry[1])
-        blob = meta.get("checkpoint_manager", {})
-        if blob.get("_type") != "CLOUDPICKLE_FALLBACK":
-            continue
-        manager = pickle.loads(bytes.fromhex(blob["value"]))  # Tune's own state, written by Tune
+    for _, manager in checkpoint_managers(state_file):
         results = list(getattr(manager, "_checkpoint_results", []) or [])
         latest = getattr(manager, "latest_checkpoint_result", None)
         for result in [*results, latest]:
