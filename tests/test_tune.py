@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from tune.launch import resume_study, run_study, study_status
-from tune.repair import checkpoint_managers
+from tune.repair import checkpoint_managers, newest_state
 from tune.spec import load_spec
 
 from .studies import ROOT, results, trial_dirs
@@ -188,15 +188,16 @@ def test_killed_driver_resumes_every_trial_from_its_checkpoint(ray_session, tmp_
 def _checkpointed_epochs(path: Path) -> dict[str, int]:
     """Trial directory name -> epoch of the latest checkpoint the newest experiment state's checkpoint manager
     records: the one a resume restores (its ``last_result`` may name a checkpoint not registered yet)."""
-    epochs = {}
-    for state in sorted(path.glob("experiment_state-*.json"))[-1:]:
-        try:
-            for trial, manager in checkpoint_managers(state):
-                latest = manager.latest_checkpoint_result
-                if latest is not None and latest.checkpoint is not None:
-                    epochs[trial["relative_logdir"]] = int(latest.metrics["epoch"])
-        except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError):  # being written: read it later
-            return {}
+    state, epochs = newest_state(path), {}
+    if state is None:
+        return epochs
+    try:
+        for trial, manager in checkpoint_managers(state):
+            latest = manager.latest_checkpoint_result
+            if latest is not None and latest.checkpoint is not None:
+                epochs[trial["relative_logdir"]] = int(latest.metrics["epoch"])
+    except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError):  # being written: read it later
+        return {}
     return epochs
 
 
@@ -268,7 +269,7 @@ def test_a_checkpoint_the_state_names_but_a_later_driver_deleted_is_put_back(ray
     spec = {"name": "repair", "dataset": "digits", "methods": ["ce"], "checkpoint": {"every": 1, "keep": 2},
             "options": {**FAST, "epochs": 3, "max_steps_per_epoch": 2}}
     path = Path(run_study(spec, storage=str(tmp_path), progress=False))
-    named = _referenced_paths(max(path.glob("experiment_state-*.json")))
+    named = _referenced_paths(newest_state(path))
     assert len(named) == 2 and all(p.exists() for p in named)  # keep: 2
     latest = max(named, key=_checkpoint_epoch)
     shutil.rmtree(latest)

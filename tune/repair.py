@@ -17,6 +17,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 
+def newest_state(study: str | Path) -> Path | None:
+    """The newest ``experiment_state-<time>.json`` of a local study directory (None if it has none)."""
+    root = Path(study)
+    return max(root.glob("experiment_state-*.json"), default=None) if root.is_dir() else None
+
+
 def checkpoint_managers(state_file: Path) -> Iterator[tuple[dict, Any]]:
     """(trial, checkpoint manager) for each trial of an experiment state: the checkpoints Tune will restore
     from. (A trial's ``last_result`` can already name a checkpoint that its manager does not record yet: Tune
@@ -72,12 +78,11 @@ def restore_missing_checkpoints(location: str | Path, echo: Callable[[str], None
     """Put back the checkpoint folders the newest experiment state of a local study names but that are gone
     (see the module docstring); return the folders restored. Cloud storage and studies without a state are
     left alone."""
-    root = Path(location)
-    states = sorted(root.glob("experiment_state-*.json")) if root.is_dir() else []
-    if not states:
+    state = newest_state(location)
+    if state is None:
         return []
     restored = []
-    for missing in _referenced_paths(states[-1]):
+    for missing in _referenced_paths(state):
         trial = missing.parent
         if missing.exists() or not trial.is_dir():
             continue
